@@ -1,0 +1,80 @@
+"""DCINet on PKU FG-XMedia with the paper's settings (SPEC 3.4).
+
+Every other config imports this one and overrides fields, so this file is also the
+reference for what each field means.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Output directory of `dcinet prepare` (the TFDS data_dir).
+    c.data_dir = ''
+
+    c.data = d = ml_collections.ConfigDict()
+    d.modalities = ('image', 'audio', 'text')  # order fixes modality ids 0, 1, 2 (SPEC 3.3)
+    d.num_classes = 200
+    d.image_size = 448          # centre crop fed to the ResNet (SPEC 2.1)
+    d.resize_size = 512         # square resize before the crop (reference code: 512)
+    d.text_length = 448         # characters per text; must equal image_size (text net output)
+    d.alphabet = 'lower_space'  # 'lower_space' (69 chars, default) or 'original' (68, no lower-casing)
+    d.text_mode = 'whole'       # 'whole' file joined by spaces, or 'last_line' (reference behaviour)
+    d.text_shift = True         # train-time position shift: prepend k zeros, k in {0,2,4,6,8}
+    d.batch_per_modality = 8    # b; the global batch per modality (all devices and hosts together)
+    d.class_aligned = False     # sample P classes x b/P items per modality so CMCI finds partners
+    d.classes_per_batch = 4     # P, when class_aligned
+    d.augment = False           # random crop + flip at train time (off: the paper's setting)
+    d.shuffle_buffer = 20_000
+    d.prefetch = 2              # batches prefetched by tf.data and to the device
+    d.eval_batch_size = 64
+    d.on_error = 'fail'         # `dcinet prepare`: 'fail' or 'skip' (writes a report)
+
+    c.model = m = ml_collections.ConfigDict()
+    m.backbone = 'resnet50'     # resnet18/34/50/101/152, or 'custom' with the two fields below
+    m.stage_sizes = ()          # custom stage depths, e.g. (1, 1, 1, 1)
+    m.block = ''                # custom block: 'basic' or 'bottleneck'
+    m.num_filters = 64          # base width; tiny test models use 8
+    m.cut = 'layer4'            # CCRN cut point: 'layer1' .. 'layer4' (SPEC 3.1)
+    m.dtype = 'float32'         # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+    m.zero_init_last_bn = False
+    m.text_embed_dim = 16
+    m.text_hidden = 0           # 0: text_length // 2 (224 at 448)
+    m.bn_sync = True            # BatchNorm statistics averaged across devices
+    m.pretrained = ''           # PyTorch ResNet .pth/.safetensors (torchvision or timm key names)
+
+    c.interaction = i = ml_collections.ConfigDict()
+    i.cmsi = True
+    i.cmci = True
+    i.label_smoothing = 0.1
+    i.cutmix_minmax = (0.5, 0.6)
+
+    c.optim = o = ml_collections.ConfigDict()
+    o.learning_rate = 1e-3
+    o.momentum = 0.9
+    o.nesterov = False
+    o.weight_decay = 1e-4
+    o.schedule = 'constant'     # 'constant' or 'cosine'
+    o.warmup_steps = 0
+
+    c.num_epochs = 150
+    c.num_train_steps = -1      # > 0 overrides num_epochs
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.eval_every_steps = 5000   # 0: evaluate only at the end
+    c.nan_check = True
+
+    c.eval = e = ml_collections.ConfigDict()
+    e.exclude_self = False      # X->all: drop the query from its own gallery (reference keeps it)
+    e.feature = 'softmax'       # 'softmax' of the logits (benchmark) or 'pooled' 2048-d feature
+    e.chunk_size = 1024         # queries scored per chunk (bounds memory)
+
+    c.profile = p = ml_collections.ConfigDict()
+    p.start_step = -1           # >= 0: trace steps [start_step, start_step + num_steps) in training
+    p.num_steps = 5
+
+    c.compilation_cache_dir = '~/.cache/dcinet_jax/xla'  # '' disables the persistent cache
+    c.distributed = False       # call jax.distributed.initialize() (also when SLURM/coordinator env is set)
+    return c
