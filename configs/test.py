@@ -9,7 +9,7 @@ def get_config():
     c.data.image_size = 64     # layer4 map 2x2: CMSI box 1x1, lam 0.75
     c.data.resize_size = 72
     c.data.text_length = 64
-    c.data.batch_per_modality = 4
+    c.data.batch_per_modality = 8   # 2 per device on the 4 CPU devices of the tests
     c.data.classes_per_batch = 2
     c.data.eval_batch_size = 16
     c.data.shuffle_buffer = 256
