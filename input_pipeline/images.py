@@ -1,0 +1,86 @@
+"""Image bytes → RGB uint8 arrays, and the square-resize + centre-crop of SPEC 2.1.
+
+Decoding mirrors the reference `PIL.Image.open(f).convert('RGB')`: grayscale and
+palette images are expanded, CMYK uses PIL's conversion, alpha is dropped (not
+composited). 16-bit images, which `convert('RGB')` would clip, are scaled to 8 bits.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from input_pipeline.errors import DecodeError
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
+
+_SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+
+def decode_image(data: bytes, *, source: str) -> np.ndarray:
+    """Decode JPEG/PNG/... bytes to uint8[H, W, 3] RGB.
+
+    `source` (usually the file path) names the culprit in the DecodeError raised for
+    corrupt, truncated or unsupported data.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            img.load()
+            return _to_rgb(img)
+    except DecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:
+        raise DecodeError(source, f'cannot decode image: {e}') from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode == 'RGB':
+        return np.asarray(img, np.uint8).copy()
+    if img.mode in _SIXTEEN_BIT_MODES:
+        # 16-bit grayscale (PNG): map 0..65535 to 0..255 instead of clipping at 255.
+        a = np.asarray(img).astype(np.float64)
+        a = np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=-1)
+    if img.mode == 'F':
+        a = np.clip(np.rint(np.asarray(img, np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=-1)
+    return np.asarray(img.convert('RGB'), np.uint8).copy()
+
+
+def _center_offset(size: int, crop: int) -> int:
+    # torchvision's CenterCrop: int(round((size - crop) / 2)), round half to even.
+    return int(round((size - crop) / 2.0))
+
+
+def resize_center_crop(img: np.ndarray, resize_size: int, crop_size: int) -> np.ndarray:
+    """Resize to resize_size x resize_size, then cut the centre crop_size square.
+
+    Bilinear resampling with PIL, i.e. what torchvision's `Resize((s, s))` does on a
+    PIL image (antialiased when shrinking); the crop offset follows `CenterCrop`.
+    """
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f'expected uint8[H, W, 3], got {img.dtype}{list(img.shape)}')
+    if not 0 < crop_size <= resize_size:
+        raise ValueError(f'need 0 < crop_size <= resize_size, got crop {crop_size}, '
+                         f'resize {resize_size}')
+    if img.shape[:2] != (resize_size, resize_size):
+        img = np.asarray(Image.fromarray(img).resize((resize_size, resize_size),
+                                                     Image.Resampling.BILINEAR))
+    o = _center_offset(resize_size, crop_size)
+    return np.ascontiguousarray(img[o:o + crop_size, o:o + crop_size])
+
+
+def load_image(path: str | os.PathLike, resize_size: int, crop_size: int) -> np.ndarray:
+    """Read, decode, resize and centre-crop one image file: uint8[crop, crop, 3]."""
+    path = os.fspath(path)
+    try:
+        data = open(path, 'rb').read()
+    except OSError as e:
+        raise DecodeError(path, f'cannot read image file: {e.strerror or e}') from None
+    return resize_center_crop(decode_image(data, source=path), resize_size, crop_size)
