@@ -1,0 +1,3 @@
+from dcinet_jax.cli import main
+
+main()

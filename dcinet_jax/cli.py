@@ -1,0 +1,213 @@
+"""`dcinet` command line: thin subcommands that parse flags and call into the library.
+
+    dcinet demo-data --out DIR [--classes N --per_class K --seed S]
+    dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
+    dcinet summary   --config FILE
+    dcinet train     --config FILE --workdir DIR [--config.field=value ...]
+    dcinet eval      --config FILE --workdir DIR [--step N]
+    dcinet bench     --config FILE [--batch_per_modality N --steps K --dtype bfloat16|float32
+                     --peer torch]
+    dcinet profile   --config FILE --workdir DIR [--steps a:b]
+
+Every `--config` is an ml_collections `get_config()` file; any field can be overridden
+as `--config.data.batch_per_modality=16`. Each subcommand has its own absl flag set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Callable
+
+from absl import flags
+
+COMMANDS: dict[str, tuple[str, Callable]] = {}
+
+
+def command(name: str, help_text: str):
+    def register(fn):
+        COMMANDS[name] = (help_text, fn)
+        return fn
+    return register
+
+
+def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str):
+    fv = flags.FlagValues()
+    define(fv)
+    flags.DEFINE_bool('help', False, 'show this help', flag_values=fv, short_name='h')
+    try:
+        rest = fv([prog] + list(argv))
+    except flags.Error as e:
+        sys.exit(f'{prog}: {e}\n\n{fv.main_module_help() or _help(fv)}')
+    if fv.help:
+        print(f'usage: {prog} [flags]\n{_help(fv)}')
+        sys.exit(0)
+    if len(rest) > 1:
+        sys.exit(f'{prog}: unexpected arguments {rest[1:]}')
+    return fv
+
+
+def _help(fv: flags.FlagValues) -> str:
+    return '\n'.join(f'  --{f.name}: {f.help} (default: {f.default!r})'
+                     for f in fv._flags().values() if f.name not in ('help', 'h'))  # noqa: SLF001
+
+
+def _config_flag(fv, required=True, default=None):
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file(
+        'config', default, 'ml_collections config file (get_config()), e.g. configs/demo.py',
+        flag_values=fv, lock_config=True)
+    if required:
+        flags.mark_flag_as_required('config', flag_values=fv)
+
+
+def _config(fv):
+    config = fv.config
+    if config is None:
+        sys.exit('--config FILE is required')
+    return config
+
+
+@command('demo-data', 'write the built-in demo dataset in the FG-XMedia layout')
+def demo_data(argv):
+    def define(fv):
+        flags.DEFINE_string('out', None, 'output directory', flag_values=fv, required=True)
+        flags.DEFINE_integer('classes', 10, 'number of classes', flag_values=fv)
+        flags.DEFINE_integer('per_class', 12, 'items per class, modality and split',
+                             flag_values=fv)
+        flags.DEFINE_integer('seed', 0, 'random seed (the output is deterministic)',
+                             flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet demo-data')
+    from input_pipeline import demo
+    demo.demo_main(fv.out, fv.classes, fv.per_class, fv.seed)
+
+
+@command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')
+def prepare(argv):
+    def define(fv):
+        flags.DEFINE_string('manual_dir', None, 'FG-XMedia root (list/, image/, ...)',
+                            flag_values=fv, required=True)
+        flags.DEFINE_string('data_dir', None, 'where prepared data goes (config data_dir)',
+                            flag_values=fv, required=True)
+        flags.DEFINE_enum('on_error', None, ['fail', 'skip'],
+                          'bad items: stop (fail) or skip them and write a report '
+                          '(default: the config\'s data.on_error)', flag_values=fv)
+        _config_flag(fv, required=False, default=_default_config_path())
+    fv = _flag_values(argv, define, 'dcinet prepare')
+    from input_pipeline import prepare as prepare_lib
+    config = _config(fv)
+    prepare_lib.prepare_main(fv.manual_dir, fv.data_dir, config,
+                             fv.on_error or config.data.on_error)
+
+
+@command('summary', 'print the parameter table of a config without allocating it')
+def summary(argv):
+    fv = _flag_values(argv, _config_flag, 'dcinet summary')
+    from dcinet_jax.summary import summarize
+    table, total = summarize(_config(fv))
+    print(table)
+    print(f'total parameters: {total:,}')
+
+
+def _workdir_flag(fv):
+    flags.DEFINE_string('workdir', None, 'run directory (checkpoints, logs, eval results)',
+                        flag_values=fv, required=True)
+
+
+@command('train', 'train (resumes automatically from the workdir), then evaluate')
+def train(argv):
+    def define(fv):
+        _config_flag(fv)
+        _workdir_flag(fv)
+        flags.DEFINE_bool('progress', True, 'show a progress bar', flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet train')
+    from dcinet_jax import train as train_lib
+    try:
+        summary_ = train_lib.train_and_evaluate(_config(fv), fv.workdir, progress=fv.progress)
+    except train_lib.NonFiniteLossError as e:
+        sys.exit(f'error: {e}')
+    if summary_['results']:
+        from dcinet_jax import retrieval
+        print(retrieval.format_table(summary_['results']))
+    print(json.dumps({k: v for k, v in summary_.items() if k != 'results'}))
+
+
+@command('eval', 'evaluate a checkpoint with the benchmark protocol')
+def eval_(argv):
+    def define(fv):
+        _config_flag(fv)
+        _workdir_flag(fv)
+        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)',
+                             flag_values=fv)
+        flags.DEFINE_bool('best', False, 'evaluate the best checkpoint by bi-modal mAP',
+                          flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet eval')
+    from dcinet_jax import evaluate_checkpoint, retrieval
+    results = evaluate_checkpoint.run(_config(fv), fv.workdir, step=fv.step, best=fv.best)
+    print(retrieval.format_table(results))
+    print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')
+
+
+@command('bench', 'time the full DCINet train step on synthetic device batches')
+def bench(argv):
+    def define(fv):
+        _config_flag(fv)
+        flags.DEFINE_integer('batch_per_modality', None, 'override data.batch_per_modality',
+                             flag_values=fv)
+        flags.DEFINE_integer('steps', 20, 'timed steps after warm-up', flag_values=fv)
+        flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'], 'compute dtype',
+                          flag_values=fv)
+        flags.DEFINE_enum('peer', None, ['torch'], 'also run a peer implementation',
+                          flag_values=fv)
+        flags.DEFINE_bool('find_max_batch', False, 'search the largest batch that fits',
+                          flag_values=fv)
+        flags.DEFINE_string('json_out', None, 'also write the figures here as JSON',
+                            flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet bench')
+    from dcinet_jax import bench as bench_lib
+    bench_lib.bench_main(_config(fv), batch_per_modality=fv.batch_per_modality,
+                         steps=fv.steps, dtype=fv.dtype, peer=fv.peer,
+                         find_max_batch=fv.find_max_batch, json_out=fv.json_out)
+
+
+@command('profile', 'trace train steps, dump optimized HLO and memory analysis')
+def profile(argv):
+    def define(fv):
+        _config_flag(fv)
+        _workdir_flag(fv)
+        flags.DEFINE_string('steps', '3:6', 'step range a:b to trace (after compile)',
+                            flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet profile')
+    from dcinet_jax import profiling
+    profiling.profile_main(_config(fv), fv.workdir, steps=fv.steps)
+
+
+def _default_config_path() -> str | None:
+    from pathlib import Path
+    import configs
+    path = Path(configs.__file__).parent / 'dcinet_fgxmedia.py'
+    return str(path) if path.exists() else None
+
+
+def _usage() -> str:
+    lines = ['usage: dcinet COMMAND [flags]   (dcinet COMMAND --help for its flags)', '']
+    lines += [f'  {name:<10} {help_text}' for name, (help_text, _) in COMMANDS.items()]
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    for noisy in ('absl', 'orbax', 'jax._src', 'tensorflow'):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not argv or argv[0] in ('-h', '--help', 'help'):
+        print(_usage())
+        return
+    if argv[0] not in COMMANDS:
+        sys.exit(f'dcinet: unknown command {argv[0]!r}\n\n{_usage()}')
+    COMMANDS[argv[0]][1](argv[1:])
+
+
+if __name__ == '__main__':
+    main()
