@@ -36,9 +36,6 @@ def maybe_initialize_distributed(requested: bool = False) -> bool:
             num_processes=int(os.environ['JAX_NUM_PROCESSES']),
             process_id=int(os.environ['JAX_PROCESS_ID']),
         )
-    if jax.config.jax_platforms in ('cpu',) or os.environ.get('JAX_PLATFORMS') == 'cpu':
-        # Cross-process collectives on CPU need an explicit implementation.
-        jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(**kwargs)
     logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
                  jax.process_index(), jax.process_count(),
