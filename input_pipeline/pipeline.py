@@ -1,0 +1,414 @@
+"""tf.data training and evaluation input for DCINet, from the `dcinet prepare` output.
+
+Batches are NumPy, uint8 pixels: `{modality: {'inputs': uint8[b, S, S, 3] (image,
+audio, video) or int32[b, L] (text), 'label': int32[b]}}`. ImageNet mean/std
+normalisation is NOT done here: it runs on the accelerator (the model takes uint8), so
+the host ships 4x fewer bytes and does less per-pixel work.
+
+Training (`create_train_iterator`)
+- Every process keeps the encoded training items of its modalities in memory (the
+  FG-XMedia training splits are ~6k items per modality, ~0.5 GB of 512 px JPEGs) and
+  reads them by index. So an epoch's order is a pure function of (seed, epoch): the
+  iterator is deterministic, and `start_step=s` recomputes epoch s // steps_per_epoch
+  and starts inside it without reading or decoding the skipped items. (The config's
+  `shuffle_buffer` is therefore unused: each epoch permutes the whole split.)
+- Random sampler (default, the paper's): each modality's split is permuted per epoch
+  (seed from (config.seed, epoch, modality)) and cut into global batches of
+  b = batch_per_modality; the modalities are zipped and an epoch ends with the
+  shortest one, remainders dropped, as in the reference code:
+  steps_per_epoch = min over modalities of n_m // b.
+- Class-aligned sampler (`data.class_aligned`): every step draws P = classes_per_batch
+  distinct classes (cycling through per-epoch permutations of the classes present in
+  every modality, so classes are covered evenly) and b/P items of each in EVERY
+  modality; the global batch is laid out class by class, so slot j holds the same
+  class in every modality. Items of a class are taken without replacement from a
+  per-epoch permutation, refilled when used up. Its epoch has the same length as the
+  random sampler's (min n_m // b steps), so epochs and schedules mean the same.
+- Processes: the global batch (b per modality) is split in slices of
+  b_local = b // process_count; process p takes slice p of every global batch, so
+  the shards are disjoint and together are exactly the single-process batches.
+- Per-element randomness (text shift, random crop, flip) uses stateless ops seeded by
+  (seed, modality, global position of the element), so it is identical whatever the
+  process count and resumes exactly.
+- Text: train-time position shift (prepend k zeros, k uniform in text.SHIFTS) when
+  `data.text_shift`. Images: centre crop, or with `data.augment` a random crop from
+  the stored resize_size image plus a horizontal flip (flip for image/video only: a
+  flipped spectrogram is time reversed, not a plausible recording).
+
+Evaluation (`create_eval_iterators`): every item of the split once, in list order,
+centre crop, no shift; batches of eval_batch_size // process_count per process with
+'mask' False on padding rows (label, index, video = -1 there) and 'index' the item's
+position in its list file. Each process takes a contiguous slice and all processes
+yield the same number of batches, so collective eval steps line up.
+
+TensorFlow is told to see no GPU before anything else: the accelerator belongs to JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+try:
+    tf.config.set_visible_devices([], 'GPU')
+except RuntimeError:  # TF already initialised its devices; nothing left to hide
+    pass
+
+from input_pipeline import fg_xmedia, lists  # noqa: E402
+from input_pipeline.prepare import StoreSpec  # noqa: E402
+
+SHIFTS = (0, 2, 4, 6, 8)   # = text.SHIFTS (not imported: keeps this file's imports small)
+IMAGE_LIKE = ('image', 'audio', 'video')
+FLIP_MODALITIES = ('image', 'video')
+_TAG_PERMUTE, _TAG_CLASSES, _TAG_ITEMS, _TAG_ELEMENT = 1, 2, 3, 4
+
+
+# ----------------------------------------------------------------------------- data access
+
+def load_builder(config: Any) -> fg_xmedia.FgXMedia:
+    """The prepared `fg_xmedia` variant implied by config.data, from config.data_dir."""
+    data_dir = os.path.expanduser(str(config.data_dir or ''))
+    if not data_dir:
+        raise ValueError('config.data_dir is empty: set it to the --data_dir given to '
+                         '`dcinet prepare`')
+    return _builder(data_dir, StoreSpec.from_data_config(config.data))
+
+
+@functools.lru_cache(maxsize=8)
+def _builder(data_dir: str, spec: StoreSpec) -> fg_xmedia.FgXMedia:
+    absl_logger = logging.getLogger('absl')
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)   # silence "Using custom data configuration"
+    try:
+        builder = fg_xmedia.FgXMedia(data_dir=data_dir, config=fg_xmedia.make_config(spec))
+    finally:
+        absl_logger.setLevel(level)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f'no prepared data for this config at {builder.data_dir} (variant {spec.name}): '
+            f'run `dcinet prepare --manual_dir <FG-XMedia root> --data_dir {data_dir} '
+            '--config <this config>` first')
+    return builder
+
+
+def _split_name(builder: Any, modality: str, split: str) -> str:
+    name = f'{modality}_{split}'
+    if name not in builder.info.splits:
+        have = ', '.join(sorted(builder.info.splits)) or 'none'
+        raise ValueError(f'split {name!r} is not in the prepared data at {builder.data_dir} '
+                         f'(it has: {have}); was {modality!r} in the manual dir\'s list/ '
+                         'folder when `dcinet prepare` ran?')
+    return name
+
+
+def num_examples(config: Any, modality: str, split: str) -> int:
+    """Items of (modality, split) in the prepared data (skipped items excluded)."""
+    builder = load_builder(config)
+    return int(builder.info.splits[_split_name(builder, modality, split)].num_examples)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Store:
+    """One split in memory: encoded payloads (JPEG bytes or uint8 text ids) by position."""
+    payload: np.ndarray   # object[n] of bytes, or uint8[n, L]
+    labels: np.ndarray    # int64[n]
+
+
+@functools.lru_cache(maxsize=8)
+def _load_store(builder: fg_xmedia.FgXMedia, split_name: str, modality: str) -> _Store:
+    # Keyed on the builder object, which _builder() caches per (data_dir, variant).
+    key = 'text' if modality == 'text' else 'image'
+    ds = builder.as_dataset(split=split_name, shuffle_files=False)
+    ds = ds.map(lambda ex: (ex[key], ex['label'])).batch(1024)
+    parts, labels = [], []
+    for p, y in ds.as_numpy_iterator():
+        parts.append(p)
+        labels.append(y)
+    if not parts:
+        raise ValueError(f'split {split_name!r} at {builder.data_dir} is empty')
+    return _Store(np.concatenate(parts), np.concatenate(labels).astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) % 2**32 for k in keys]))
+
+
+def _mod_id(modality: str) -> int:
+    return lists.MODALITIES.index(modality)
+
+
+def _check_batch(config: Any, process_count: int) -> tuple[int, int]:
+    b = int(config.data.batch_per_modality)
+    if b <= 0 or b % process_count:
+        raise ValueError(f'data.batch_per_modality={b} must be a positive multiple of the '
+                         f'process count {process_count} (each process takes b / processes)')
+    return b, b // process_count
+
+
+def steps_per_epoch(config: Any, process_count: int = 1) -> int:
+    """Training steps per epoch: min over modalities of n_train // batch_per_modality
+    (the same for the random and the class-aligned sampler)."""
+    b, _ = _check_batch(config, process_count)
+    sizes = {m: num_examples(config, m, 'train') for m in config.data.modalities}
+    spe = min(n // b for n in sizes.values())
+    if spe == 0:
+        raise ValueError(f'batch_per_modality={b} exceeds the smallest training split {sizes}')
+    return spe
+
+
+def random_schedule(n: int, seed: int, epoch: int, modality: str, spe: int, b: int) -> np.ndarray:
+    """int[spe, b]: item positions of every global batch of one epoch (random sampler)."""
+    return _rng(seed, epoch, _TAG_PERMUTE, _mod_id(modality)).permutation(n)[:spe * b].reshape(spe, b)
+
+
+def aligned_classes(labels: dict[str, np.ndarray], seed: int, epoch: int, spe: int,
+                    num_per_batch: int) -> np.ndarray:
+    """int[spe, P]: the classes of every step of one epoch (class-aligned sampler).
+
+    Classes come from a stream of permutations of the classes present in every
+    modality; a class already picked for the step is passed over."""
+    common = functools.reduce(np.intersect1d, [np.unique(y) for y in labels.values()])
+    if len(common) < num_per_batch:
+        raise ValueError(f'class-aligned sampling needs classes_per_batch={num_per_batch} classes '
+                         f'present in every modality {tuple(labels)}; only {len(common)} are')
+    rng = _rng(seed, epoch, _TAG_CLASSES)
+    out = np.empty((spe, num_per_batch), np.int64)
+    stream, pos = rng.permutation(common), 0
+    for t in range(spe):
+        picked: list[int] = []
+        while len(picked) < num_per_batch:
+            if pos == len(stream):
+                stream, pos = rng.permutation(common), 0
+            c = int(stream[pos])
+            pos += 1
+            if c not in picked:
+                picked.append(c)
+        out[t] = picked
+    return out
+
+
+def aligned_schedule(labels: dict[str, np.ndarray], modality: str, seed: int, epoch: int,
+                     spe: int, b: int, num_per_batch: int) -> np.ndarray:
+    """int[spe, b] item positions of one modality (class-aligned sampler): step t holds
+    b/P items of each class of aligned_classes(...)[t], class by class."""
+    if b % num_per_batch:
+        raise ValueError(f'class-aligned sampling needs batch_per_modality={b} divisible by '
+                         f'classes_per_batch={num_per_batch}')
+    k = b // num_per_batch
+    classes = aligned_classes(labels, seed, epoch, spe, num_per_batch)
+    y = labels[modality]
+    rng = _rng(seed, epoch, _TAG_ITEMS, _mod_id(modality))
+    members = {int(c): np.flatnonzero(y == c) for c in np.unique(classes)}
+    queues: dict[int, list[int]] = {c: [] for c in members}
+    out = np.empty((spe, b), np.int64)
+    for t in range(spe):
+        row = []
+        for c in classes[t]:
+            q = queues[int(c)]
+            for _ in range(k):
+                if not q:
+                    q.extend(rng.permutation(members[int(c)]).tolist()[::-1])
+                row.append(q.pop())
+        out[t] = row
+    return out
+
+
+# ----------------------------------------------------------------------------- decoding (TF)
+
+def center_offset(resize_size: int, crop_size: int) -> int:
+    """Centre-crop offset, torchvision's rule (= images.resize_center_crop)."""
+    return int(round((resize_size - crop_size) / 2.0))
+
+
+def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool) -> Callable:
+    r, s = resize_size, crop_size
+    c = center_offset(r, s)
+
+    def fn(jpeg: tf.Tensor, seed: tf.Tensor | None) -> tf.Tensor:
+        if augment:
+            off = tf.random.stateless_uniform([2], seed=seed, minval=0, maxval=r - s + 1,
+                                              dtype=tf.int32)
+        else:
+            off = tf.constant([c, c], tf.int32)
+        img = tf.image.decode_and_crop_jpeg(jpeg, tf.concat([off, [s, s]], 0), channels=3,
+                                            dct_method='INTEGER_ACCURATE')
+        if augment and flip:
+            u = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 1))
+            img = tf.cond(u < 0.5, lambda: tf.image.flip_left_right(img), lambda: img)
+        return tf.ensure_shape(img, [s, s, 3])
+    return fn
+
+
+def _text_fn(length: int, *, shift: bool) -> Callable:
+    shifts = tf.constant(SHIFTS, tf.int32)
+
+    def fn(ids: tf.Tensor, seed: tf.Tensor | None) -> tf.Tensor:
+        ids = tf.cast(ids, tf.int32)
+        if shift:
+            k = tf.gather(shifts, tf.random.stateless_uniform(
+                [], seed=seed, minval=0, maxval=len(SHIFTS), dtype=tf.int32))
+            ids = tf.concat([tf.zeros([k], tf.int32), ids], 0)[:length]
+        return tf.ensure_shape(ids, [length])
+    return fn
+
+
+def _decode_fn(config: Any, modality: str, *, train: bool) -> Callable:
+    d = config.data
+    if modality == 'text':
+        return _text_fn(int(d.text_length), shift=train and bool(d.text_shift))
+    return _image_fn(int(d.resize_size), int(d.image_size), augment=train and bool(d.augment),
+                     flip=modality in FLIP_MODALITIES)
+
+
+def _options() -> tf.data.Options:
+    o = tf.data.Options()
+    o.deterministic = True
+    o.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
+    o.threading.max_intra_op_parallelism = 1
+    return o
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # lazily: only for the process index, never for devices
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f'process_index {process_index} outside [0, {process_count})')
+    return int(process_index), int(process_count)
+
+
+# ----------------------------------------------------------------------------- training
+
+def create_train_iterator(config: Any, *, start_step: int = 0, process_index: int | None = None,
+                          process_count: int | None = None) -> Iterator[dict]:
+    """Endless iterator of this process's training batches from global step start_step.
+
+    Yields {modality: {'inputs', 'label'}} (see module docstring) for
+    config.data.modalities. Step s of an iterator started at 0 equals step 0 of one
+    started at s.
+    """
+    pi, pc = _process(process_index, process_count)
+    b, bl = _check_batch(config, pc)
+    if start_step < 0:
+        raise ValueError(f'start_step must be >= 0, got {start_step}')
+    builder = load_builder(config)
+    modalities = tuple(config.data.modalities)
+    stores = {m: _load_store(builder, _split_name(builder, m, 'train'), m) for m in modalities}
+    spe = steps_per_epoch(config, pc)
+    seed = int(config.seed)
+    labels = {m: s.labels for m, s in stores.items()}
+    if config.data.class_aligned:
+        P = int(config.data.classes_per_batch)
+        schedule = lambda m, e: aligned_schedule(labels, m, seed, e, spe, b, P)  # noqa: E731
+    else:
+        schedule = lambda m, e: random_schedule(len(labels[m]), seed, e, m, spe, b)  # noqa: E731
+
+    datasets = {}
+    for m in modalities:
+        store = stores[m]
+        gen = _train_generator(store, functools.partial(schedule, m), spe, b,
+                               pi * bl, (pi + 1) * bl, start_step,
+                               int(_rng(seed, _mod_id(m), _TAG_ELEMENT).integers(2**31)))
+        if m == 'text':
+            payload_spec = tf.TensorSpec([bl, store.payload.shape[1]], tf.uint8)
+        else:
+            payload_spec = tf.TensorSpec([bl], tf.string)
+        ds = tf.data.Dataset.from_generator(gen, output_signature=(
+            payload_spec, tf.TensorSpec([bl], tf.int32), tf.TensorSpec([bl, 2], tf.int64)))
+        decode = _decode_fn(config, m, train=True)
+        ds = ds.unbatch().map(lambda x, y, s, decode=decode: (decode(x, s), y),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(bl, drop_remainder=True)
+        datasets[m] = ds.map(lambda x, y: {'inputs': x, 'label': y})
+    ds = tf.data.Dataset.zip(datasets).prefetch(max(1, int(config.data.prefetch)))
+    return ds.with_options(_options()).as_numpy_iterator()
+
+
+def _train_generator(store: _Store, schedule: Callable[[int], np.ndarray], spe: int, b: int,
+                     lo: int, hi: int, start_step: int, element_seed: int) -> Callable:
+    """Python side of one modality: per step, this process's slice of the global batch
+    (payloads, labels, per-element stateless seeds). Only indexing happens here."""
+    slots = np.arange(lo, hi, dtype=np.int64)
+
+    def gen():
+        epoch, t0 = divmod(start_step, spe)
+        while True:
+            sched = schedule(epoch)[:, lo:hi]
+            for t in range(t0, spe):
+                idx = sched[t]
+                pos = (epoch * spe + t) * b + slots
+                seeds = np.stack([np.full_like(pos, element_seed), pos], axis=1)
+                yield store.payload[idx], store.labels[idx].astype(np.int32), seeds
+            epoch, t0 = epoch + 1, 0
+    return gen
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@dataclasses.dataclass
+class EvalData:
+    """Re-iterable eval batches of one modality (each `iter()` starts over)."""
+    dataset: tf.data.Dataset
+    num_batches: int
+    num_examples: int      # items of the whole split (all processes)
+    local_examples: int    # items of this process's slice
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.dataset.as_numpy_iterator()
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+def create_eval_iterators(config: Any, split: str = 'test', *, process_index: int | None = None,
+                          process_count: int | None = None) -> dict[str, Iterable[dict]]:
+    """Per modality of config.data.modalities, every item of `split` exactly once.
+
+    Batches: {'inputs', 'label' int32, 'mask' bool, 'index' int32} (+ 'video' int32 for
+    video frames), eval_batch_size // process_count rows, the last batch padded.
+    """
+    pi, pc = _process(process_index, process_count)
+    eb = int(config.data.eval_batch_size)
+    if eb <= 0 or eb % pc:
+        raise ValueError(f'data.eval_batch_size={eb} must be a positive multiple of the '
+                         f'process count {pc}')
+    bl = eb // pc
+    builder = load_builder(config)
+    out = {}
+    for m in config.data.modalities:
+        name = _split_name(builder, m, split)
+        n = int(builder.info.splits[name].num_examples)
+        start, end = pi * n // pc, (pi + 1) * n // pc
+        num_batches = math.ceil(math.ceil(n / pc) / bl)
+        if end > start:
+            ds = builder.as_dataset(split=f'{name}[{start}:{end}]', shuffle_files=False)
+        else:
+            ds = builder.as_dataset(split=name, shuffle_files=False).take(0)
+        decode = _decode_fn(config, m, train=False)
+        key = 'text' if m == 'text' else 'image'
+        with_video = m == 'video'
+
+        def to_batch(ex, decode=decode, key=key, with_video=with_video):
+            e = {'inputs': decode(ex[key], None), 'label': tf.cast(ex['label'], tf.int32),
+                 'mask': tf.constant(True), 'index': tf.cast(ex['index'], tf.int32)}
+            if with_video:
+                e['video'] = tf.cast(ex['video'], tf.int32)
+            return e
+
+        ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        pad = {k: (tf.zeros(v.shape, v.dtype) if k in ('inputs', 'mask')
+                   else tf.constant(-1, tf.int32)) for k, v in ds.element_spec.items()}
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(num_batches * bl - (end - start)))
+        ds = ds.batch(bl, drop_remainder=True).prefetch(max(1, int(config.data.prefetch)))
+        out[m] = EvalData(ds.with_options(_options()), num_batches, n, end - start)
+    return out
