@@ -1,0 +1,423 @@
+"""A generated stand-in for PKU FG-XMedia, in the exact on-disk layout (SPEC 1.1).
+
+The real data set cannot be shipped, so this module draws a small one whose classes
+are learnable in every modality with fine-grained differences between neighbouring
+classes, and whose files exercise the awkward cases of the real release:
+
+- image/<class folder>/*.jpg: a bird-like shape whose body hue (a ladder over the
+  colour wheel), wing stripe count and crest encode the class, with pose jitter
+  (position, size, rotation, facing), background clutter and pixel noise. A few are
+  grayscale JPEGs, one is a CMYK JPEG and one a PNG with alpha. Sizes vary.
+- audio/<class folder>/*.wav|flac|ogg: chirps whose base pitch (a log-spaced ladder
+  over 400 Hz .. 6.4 kHz), sweep direction and number per clip encode the class, in
+  noise; 0.5-3 s long, at 16 / 22.05 / 44.1 kHz, one stereo file. For every fourth
+  class the audio is instead shipped as 700x700 RGBA spectrogram PNGs under
+  audio/audioimg/<class folder>/ (rendered with `audio.spectrogram_image`), and the
+  list names those.
+- text/<class folder>/*.txt: multi-line descriptions with upper case and a few
+  non-ASCII characters; the class's words come within the first 60 characters (the
+  demo/test configs keep 112/64 characters) and again on the last line (so the
+  reference 'last_line' mode also works).
+- video/<class folder>/<clip>_NN.jpg: 2 clips per class and split, 3 frames each; a
+  frame's video id is its path without the last 6 characters ("NN.jpg").
+- list/<modality>/{train,test}.txt with 0-based labels, paths relative to the
+  modality folder as in the reference release (audio spectrograms relative to
+  audio/audioimg/); list/text/testlabel.txt; classes.txt ("1 001.Name" per line).
+- The audio folder of class 2 is spelled differently from classes.txt, as in the
+  real data: labels come from the lists only.
+
+Deterministic: every file is drawn from its own seed (seed, modality, split, class,
+item), and encoders are pinned (OGG stream serial numbers are rewritten), so the
+same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import io
+import math
+import os
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from input_pipeline import audio as audio_lib
+
+SPLITS = ('train', 'test')
+_MOD_IDS = {'image': 0, 'audio': 1, 'text': 2, 'video': 3}
+
+_COLOURS = ('Crimson', 'Amber', 'Azure', 'Olive', 'Ivory', 'Scarlet', 'Cobalt', 'Ochre',
+            'Violet', 'Russet', 'Teal', 'Golden', 'Slate', 'Copper', 'Jade', 'Maroon',
+            'Indigo', 'Saffron', 'Umber', 'Silver')
+_PARTS = ('throated', 'crested', 'winged', 'tailed', 'billed', 'breasted', 'capped',
+          'necked', 'backed', 'eyed')
+_BIRDS = ('Warbler', 'Finch', 'Sparrow', 'Tern', 'Wren', 'Vireo', 'Flycatcher', 'Gull',
+          'Kingfisher', 'Oriole')
+
+AUDIO_SR = (16000, 22050, 44100)
+AUDIO_FORMATS = ('wav', 'flac', 'ogg')
+SPECTROGRAM_SIZE = 700
+VIDEOS_PER_CLASS = 2
+FRAMES_PER_VIDEO = 3
+
+
+# ----------------------------------------------------------------------------- names
+
+def class_words(c: int) -> tuple[str, str, str]:
+    """(colour, part, bird) of class c: neighbours differ in colour, share the rest."""
+    return (_COLOURS[c % len(_COLOURS)], _PARTS[(c // len(_COLOURS)) % len(_PARTS)],
+            _BIRDS[(c // (len(_COLOURS) * len(_PARTS))) % len(_BIRDS)])
+
+
+def class_name(c: int) -> str:
+    """CUB-style folder name, e.g. '001.Crimson_throated_Warbler'."""
+    colour, part, bird = class_words(c)
+    return f'{c + 1:03d}.{colour}_{part}_{bird}'
+
+
+def _folder(c: int, modality: str) -> str:
+    name = class_name(c)
+    if modality == 'audio' and c == 2:
+        return name.lower().replace('_', '-')   # "misspelled" like the real audio folders
+    return name
+
+
+def _rng(seed: int, modality: str, split: str, c: int, j: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _MOD_IDS[modality], SPLITS.index(split), c, j])
+
+
+# ----------------------------------------------------------------------------- images
+
+def _class_colour(c: int, num_classes: int) -> tuple[float, float, float]:
+    hue = (c / num_classes) % 1.0
+    return colorsys.hsv_to_rgb(hue, 0.85, 0.9)
+
+
+def draw_bird(c: int, num_classes: int, rng: np.random.Generator, size: tuple[int, int],
+              *, pose: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """One RGB image of class c: bird on a cluttered background, with pose jitter.
+
+    `pose` = (centre x, centre y, scale, angle) in units of the image; drawn if None.
+    """
+    w, h = size
+    bg = rng.uniform(0.35, 0.75, 3) * np.array([0.9, 1.0, 0.85])  # muted sky/foliage tones
+    img = Image.new('RGB', (w, h), tuple(int(v * 255) for v in bg))
+    d = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(4, 9))):    # clutter: twigs and leaves, low saturation
+        g = rng.uniform(0.2, 0.6)
+        col = tuple(int(255 * v) for v in (g * rng.uniform(0.8, 1.1), g,
+                                           g * rng.uniform(0.6, 0.9)))
+        x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+        if rng.random() < 0.5:
+            d.line([x0, y0, x0 + rng.uniform(-0.6, 0.6) * w, y0 + rng.uniform(-0.3, 0.3) * h],
+                   fill=col, width=int(rng.integers(2, 5)))
+        else:
+            r = rng.uniform(0.03, 0.08) * min(w, h)
+            d.ellipse([x0 - r, y0 - r / 2, x0 + r, y0 + r / 2], fill=col)
+
+    if pose is None:
+        pose = (rng.uniform(0.42, 0.58), rng.uniform(0.42, 0.58), rng.uniform(0.85, 1.1),
+                rng.uniform(-15, 15))
+    cx, cy, scale, angle = pose
+    s = int(min(w, h) * 0.75 * scale)
+    bird = Image.new('RGBA', (s, s), (0, 0, 0, 0))
+    bd = ImageDraw.Draw(bird)
+    rgb = np.array(_class_colour(c, num_classes)) * rng.uniform(0.9, 1.05)
+    body = tuple(int(v) for v in np.clip(rgb * 255, 0, 255)) + (255,)
+    dark = tuple(int(v * 0.45) for v in body[:3]) + (255,)
+    u = s / 100.0
+    bd.polygon([(18 * u, 50 * u), (2 * u, 40 * u), (4 * u, 62 * u)], fill=dark)     # tail
+    bd.ellipse([14 * u, 36 * u, 72 * u, 70 * u], fill=body)                          # body
+    bd.ellipse([56 * u, 22 * u, 84 * u, 50 * u], fill=body)                          # head
+    bd.polygon([(82 * u, 33 * u), (98 * u, 38 * u), (82 * u, 42 * u)],
+               fill=(235, 190, 60, 255))                                             # beak
+    bd.ellipse([71 * u, 30 * u, 76 * u, 35 * u], fill=(10, 10, 10, 255))             # eye
+    bd.ellipse([26 * u, 42 * u, 58 * u, 60 * u], fill=dark)                          # wing
+    for k in range(c % 3 + 1):                                   # wing stripes: 1..3
+        x = (32 + 8 * k) * u
+        bd.line([x, 44 * u, x + 4 * u, 58 * u], fill=(250, 250, 240, 255), width=max(1, int(2 * u)))
+    if (c // 3) % 2:                                             # crest on alternate triples
+        bd.polygon([(62 * u, 26 * u), (66 * u, 8 * u), (72 * u, 23 * u)], fill=dark)
+    bd.line([34 * u, 69 * u, 32 * u, 84 * u], fill=(60, 40, 20, 255), width=max(1, int(2 * u)))
+    bd.line([46 * u, 69 * u, 48 * u, 84 * u], fill=(60, 40, 20, 255), width=max(1, int(2 * u)))
+    if rng.random() < 0.5:
+        bird = bird.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    bird = bird.rotate(float(angle), resample=Image.Resampling.BILINEAR, expand=False)
+    img.paste(bird, (int(cx * w - s / 2), int(cy * h - s / 2)), bird)
+
+    a = np.asarray(img.filter(ImageFilter.GaussianBlur(0.6)), np.float32)
+    a += rng.normal(0, 8, a.shape)
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def _image_file(c: int, num_classes: int, split: str, j: int, seed: int,
+                kind: str) -> tuple[bytes, str]:
+    """(encoded bytes, extension) of image item j; kind in rgb/gray/cmyk/rgba."""
+    rng = _rng(seed, 'image', split, c, j)
+    size = (int(rng.integers(120, 200)), int(rng.integers(110, 180)))
+    img = draw_bird(c, num_classes, rng, size)
+    buf = io.BytesIO()
+    if kind == 'rgba':
+        alpha = Image.new('L', img.size, 255)
+        ImageDraw.Draw(alpha).rectangle([0, 0, img.size[0] // 6, img.size[1]], fill=0)
+        img.putalpha(alpha)
+        img.save(buf, format='PNG')
+        return buf.getvalue(), '.png'
+    if kind == 'gray':
+        img = img.convert('L')
+    elif kind == 'cmyk':
+        img = img.convert('CMYK')
+    img.save(buf, format='JPEG', quality=90)
+    return buf.getvalue(), '.jpg'
+
+
+def _image_kind(c: int, split: str, j: int) -> str:
+    if split == 'train' and c == 0 and j == 1:
+        return 'cmyk'
+    if split == 'train' and c == 1 and j == 2:
+        return 'rgba'
+    if j == 3 and c % 3 == 0:
+        return 'gray'
+    return 'rgb'
+
+
+# ----------------------------------------------------------------------------- audio
+
+def pitch_ladder(num_classes: int, lo: float = 400.0, hi: float = 6400.0) -> np.ndarray:
+    """Base pitch per class: log-spaced from lo to hi (distinct rows even at 64 px)."""
+    if num_classes == 1:
+        return np.array([math.sqrt(lo * hi)])
+    return lo * (hi / lo) ** (np.arange(num_classes) / (num_classes - 1))
+
+
+def synth_chirps(c: int, num_classes: int, rng: np.random.Generator, sr: int,
+                 duration: float) -> np.ndarray:
+    """Mono float32 clip of class c: n = 2 + c % 3 chirps at the class pitch, sweeping
+    up (odd c) or down (even c), with a harmonic and noise."""
+    n = int(round(duration * sr))
+    t = np.arange(n) / sr
+    f0 = pitch_ladder(num_classes)[c] * (1 + rng.uniform(-0.02, 0.02))
+    sweep = 0.06 if c % 2 else -0.06
+    y = np.zeros(n)
+    count = 2 + c % 3
+    length = 0.8 * duration / count
+    vib_rate, vib_depth = rng.uniform(20, 35), 0.03   # vibrato: a band, not a hairline
+    for k in range(count):
+        start = (k + 0.1 + rng.uniform(-0.05, 0.05)) * duration / count
+        m = (t >= start) & (t < start + length)
+        tt = t[m] - start
+        env = np.sin(np.pi * tt / length) ** 0.5
+        inst = f0 * (1 + sweep * (tt / length - 0.5) + vib_depth * np.sin(2 * np.pi * vib_rate * tt))
+        phase = 2 * np.pi * np.cumsum(inst) / sr
+        chirp = np.sin(phase)
+        if 2 * f0 * 1.1 < 0.45 * sr:
+            chirp = chirp + 0.3 * np.sin(2 * phase)
+        y[m] += env * chirp * rng.uniform(0.4, 0.6)
+    y += rng.normal(0, rng.uniform(0.002, 0.01), n)
+    return y.astype(np.float32)
+
+
+def _ogg_crc(data: bytes) -> int:
+    table = _OGG_TABLE
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[((crc >> 24) & 0xFF) ^ b]
+    return crc
+
+
+def _make_ogg_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_TABLE = _make_ogg_table()
+
+
+def _pin_ogg_serial(data: bytes, serial: int) -> bytes:
+    """libsndfile draws a random OGG stream serial; set a fixed one (and fix CRCs)."""
+    out = bytearray(data)
+    pos = 0
+    while pos + 27 <= len(out):
+        if out[pos:pos + 4] != b'OggS':
+            raise ValueError('unexpected OGG page layout while pinning the serial number')
+        nseg = out[pos + 26]
+        body = sum(out[pos + 27:pos + 27 + nseg])
+        end = pos + 27 + nseg + body
+        out[pos + 14:pos + 18] = struct.pack('<I', serial)
+        out[pos + 22:pos + 26] = b'\0\0\0\0'
+        out[pos + 22:pos + 26] = struct.pack('<I', _ogg_crc(bytes(out[pos:end])))
+        pos = end
+    return bytes(out)
+
+
+def _audio_file(c: int, num_classes: int, split: str, j: int, seed: int,
+                as_image: bool) -> tuple[bytes, str]:
+    import soundfile as sf
+
+    rng = _rng(seed, 'audio', split, c, j)
+    duration = float(rng.uniform(0.5, 3.0))
+    if as_image:
+        y = synth_chirps(c, num_classes, rng, audio_lib.SAMPLE_RATE, duration)
+        rgb = audio_lib.spectrogram_image(y, SPECTROGRAM_SIZE)
+        rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)
+        buf = io.BytesIO()
+        Image.fromarray(rgba, 'RGBA').save(buf, format='PNG', compress_level=1)
+        return buf.getvalue(), '.png'
+    sr = AUDIO_SR[int(rng.integers(len(AUDIO_SR)))]
+    fmt = AUDIO_FORMATS[j % len(AUDIO_FORMATS)]
+    y = synth_chirps(c, num_classes, rng, sr, duration)
+    if split == 'train' and c == 0 and j == 0:   # one stereo file
+        y = np.stack([y, 0.8 * y + rng.normal(0, 0.005, y.shape).astype(np.float32)], -1)
+        fmt = 'wav'
+    buf = io.BytesIO()
+    subtype = 'VORBIS' if fmt == 'ogg' else 'PCM_16'
+    sf.write(buf, np.clip(y, -1, 1), sr, format=fmt.upper(), subtype=subtype)
+    data = buf.getvalue()
+    if fmt == 'ogg':
+        data = _pin_ogg_serial(data, serial=(seed * 7919 + c * 131 + j) & 0x7FFFFFFF)
+    return data, '.' + fmt
+
+
+# ----------------------------------------------------------------------------- text
+
+_OPENINGS = ('The', 'This', 'A small', 'One', 'Our', 'Each')
+_VERBS = ('sings from', 'perches on', 'forages in', 'nests near', 'hops along')
+_HABITATS = ('reed beds', 'pine forest', 'the café garden', 'river banks', 'open meadows',
+             'coastal cliffs', 'old orchards')
+_FILLER = (
+    'It has a short beak and dark eyes.',
+    'Its legs are thin; the feet grip twigs firmly.',
+    'Observers describe the call as clear and sweet — often repeated.',
+    'The bird is about 14 cm long, with a rounded head.',
+    'FEMALES are slightly duller than males.',
+    'It is a naïve visitor to feeders in winter.',
+    'Juveniles show paler edges on the wing feathers.',
+    'Flight is quick and direct, with rapid wing beats.',
+    'It feeds on seeds, insects and small berries.',
+    'Pairs stay together through the breeding season.',
+)
+
+
+def _text_file(c: int, split: str, j: int, seed: int) -> str:
+    rng = _rng(seed, 'text', split, c, j)
+    colour, part, bird = class_words(c)
+    name = f'{colour}-{part} {bird}'
+    if rng.random() < 0.3:
+        name = name.upper()
+    # Class words first (and the colour twice) so short truncations keep them.
+    first = (f'{name}. {_OPENINGS[rng.integers(len(_OPENINGS))]} {colour.lower()} bird '
+             f'{_VERBS[rng.integers(len(_VERBS))]} {_HABITATS[rng.integers(len(_HABITATS))]}.')
+    picks = rng.choice(len(_FILLER), size=int(rng.integers(2, 5)), replace=False)
+    middle = [_FILLER[i] for i in picks]
+    last = f'In short: a {colour.lower()}-{part} {bird.lower()}.'
+    # 2-4 lines: the first sentence, filler split over one or two lines, the summary.
+    if len(middle) > 2 and rng.random() < 0.5:
+        body = [' '.join(middle[:2]), ' '.join(middle[2:])]
+    else:
+        body = [' '.join(middle)]
+    return '\n'.join([first] + body + [last]) + '\n'
+
+
+# ----------------------------------------------------------------------------- video
+
+def _video_frames(c: int, num_classes: int, split: str, v: int, seed: int) -> list[bytes]:
+    rng = _rng(seed, 'video', split, c, v)
+    x, y = rng.uniform(0.4, 0.6, 2)
+    dx, dy = rng.uniform(-0.05, 0.05, 2)
+    scale, angle = rng.uniform(0.8, 1.0), rng.uniform(-10, 10)
+    frames = []
+    for f in range(FRAMES_PER_VIDEO):
+        frng = _rng(seed, 'video', split, c, 1000 * (v + 1) + f)
+        img = draw_bird(c, num_classes, frng, (96, 80),
+                        pose=(x + f * dx, y + f * dy, scale, angle + 3 * f))
+        buf = io.BytesIO()
+        img.save(buf, format='JPEG', quality=85)
+        frames.append(buf.getvalue())
+    return frames
+
+
+# ----------------------------------------------------------------------------- writer
+
+def _write(root: Path, rel: str, data: bytes | str) -> None:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    p.write_bytes(data)
+
+
+def generate_demo_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
+                          per_class: int = 12, test_per_class: int | None = None,
+                          seed: int = 0) -> dict:
+    """Write the demo data set under out_dir; returns {modality: {split: items}}.
+
+    per_class / test_per_class: items per class for image, audio and text in the
+    train / test split (test defaults to per_class). Video has 2 clips x 3 frames per
+    class and split (one list line per frame). Existing files are overwritten.
+    """
+    if num_classes < 1 or num_classes > len(_COLOURS) * len(_PARTS) * len(_BIRDS):
+        raise ValueError(f'num_classes must be in [1, {len(_COLOURS) * len(_PARTS) * len(_BIRDS)}],'
+                         f' got {num_classes}')
+    if per_class < 1:
+        raise ValueError(f'per_class must be >= 1, got {per_class}')
+    test_per_class = per_class if test_per_class is None else test_per_class
+    if test_per_class < 1:
+        raise ValueError(f'test_per_class must be >= 1, got {test_per_class}')
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    counts = {m: {s: 0 for s in SPLITS} for m in ('image', 'audio', 'text', 'video')}
+
+    _write(root, 'classes.txt', ''.join(f'{c + 1} {class_name(c)}\n' for c in range(num_classes)))
+    for split in SPLITS:
+        n_items = per_class if split == 'train' else test_per_class
+        lines: dict[str, list[str]] = {m: [] for m in counts}
+        tag = 'tr' if split == 'train' else 'te'
+        for c in range(num_classes):
+            stem = class_name(c).split('.', 1)[1]
+            for j in range(n_items):
+                data, ext = _image_file(c, num_classes, split, j, seed, _image_kind(c, split, j))
+                rel = f'{_folder(c, "image")}/{stem}_{tag}{j:04d}{ext}'
+                _write(root, f'image/{rel}', data)
+                lines['image'].append(f'{rel} {c}')
+
+                as_image = c % 4 == 3
+                data, ext = _audio_file(c, num_classes, split, j, seed, as_image)
+                rel = f'{_folder(c, "audio")}/{stem}_{tag}{j:04d}{ext}'
+                _write(root, f'audio/audioimg/{rel}' if as_image else f'audio/{rel}', data)
+                lines['audio'].append(f'{rel} {c}')
+
+                rel = f'{_folder(c, "text")}/{stem}_{tag}{j:04d}.txt'
+                _write(root, f'text/{rel}', _text_file(c, split, j, seed))
+                lines['text'].append(f'{rel} {c}')
+            for v in range(VIDEOS_PER_CLASS):
+                for f, data in enumerate(_video_frames(c, num_classes, split, v, seed)):
+                    rel = f'{_folder(c, "video")}/{stem}_{tag}v{v:02d}_{f + 1:02d}.jpg'
+                    _write(root, f'video/{rel}', data)
+                    lines['video'].append(f'{rel} {c}')
+        for m, ls in lines.items():
+            _write(root, f'list/{m}/{split}.txt', '\n'.join(ls) + '\n')
+            counts[m][split] = len(ls)
+        if split == 'test':
+            labels = [ln.rsplit(' ', 1)[1] for ln in lines['text']]
+            _write(root, 'list/text/testlabel.txt', '\n'.join(labels) + '\n')
+    return counts
+
+
+def demo_main(out: str | os.PathLike, classes: int = 10, per_class: int = 12,
+              seed: int = 0) -> dict:
+    """`dcinet demo-data`: generate and print a short summary."""
+    t0 = time.perf_counter()
+    counts = generate_demo_dataset(out, num_classes=classes, per_class=per_class, seed=seed)
+    dt = time.perf_counter() - t0
+    print(f'demo data set: {classes} classes, seed {seed}, written to {out} in {dt:.1f} s')
+    for m, by_split in counts.items():
+        print(f'  {m:6s} ' + '  '.join(f'{s} {n:5d}' for s, n in by_split.items()))
+    return counts
