@@ -1,0 +1,182 @@
+"""DCINet: the shared two-part ResNet (CCRN) plus the text network (SPEC 3).
+
+`DCINet.__call__` takes a dict of per-modality batches, turns each into a normalised
+NHWC image batch on the device, concatenates them along the batch axis in config
+order, and runs sub-module 1 once. It returns the cut-point feature map (for CMSI /
+CMCI) and the original-branch logits; `DCINet.head` runs sub-module 2 on interacted
+features. The ml_collections config is only read by `build_model` /
+`init_variables` (duck-typed: this module never imports ml_collections).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from dcinet_jax.models.ccrn import CCRN
+from dcinet_jax.models.resnet import BLOCK_EXPANSION, RESNET_SPECS, stage_names
+from dcinet_jax.models.text_net import TextNet
+
+Array = jax.Array
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Characters in each alphabet of SPEC 2.3 (the vocabulary adds the padding index 0).
+ALPHABET_SIZES = {'lower_space': 69, 'original': 68}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class DCINet(nn.Module):
+    """Shared CCRN over image-like modalities and text (the text net feeds the same CCRN).
+
+    Every modality except 'text' is an image-like batch: uint8 [b, H, W, 3] (normalised
+    here with the ImageNet mean/std) or float [b, H, W, 3] (taken as normalised).
+    'text' is int [b, L] character ids.
+    """
+
+    modalities: Sequence[str]
+    num_classes: int
+    stage_sizes: Sequence[int]
+    block: str = 'bottleneck'
+    num_filters: int = 64
+    cut: str = 'layer4'
+    dtype: Any = jnp.float32
+    zero_init_last_bn: bool = False
+    text_length: int = 448
+    text_vocab_size: int = ALPHABET_SIZES['lower_space'] + 1
+    text_embed_dim: int = 16
+    text_hidden: int = 0
+    bn_axis_name: str | None = None
+
+    def setup(self) -> None:
+        self.backbone = CCRN(stage_sizes=tuple(self.stage_sizes), block=self.block,
+                             num_filters=self.num_filters, num_classes=self.num_classes,
+                             dtype=self.dtype, zero_init_last_bn=self.zero_init_last_bn,
+                             bn_axis_name=self.bn_axis_name, cut=self.cut)
+        if 'text' in self.modalities:
+            self.text_net = TextNet(vocab_size=self.text_vocab_size, length=self.text_length,
+                                    embed_dim=self.text_embed_dim, hidden=self.text_hidden,
+                                    dtype=self.dtype)
+
+    def _to_image(self, name: str, x: Array) -> Array:
+        """One modality's batch -> normalised NHWC batch in the compute dtype."""
+        if name == 'text':
+            return self.text_net(x).astype(self.dtype)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"DCINet input {name!r} must be [b, H, W, 3], got shape {x.shape}")
+        if x.dtype == jnp.uint8:
+            mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+            std = jnp.asarray(IMAGENET_STD, jnp.float32)
+            x = (x.astype(jnp.float32) / 255.0 - mean) / std
+        elif not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"DCINet input {name!r} must be uint8 or float, got {x.dtype}")
+        return x.astype(self.dtype)
+
+    def __call__(self, inputs: Mapping[str, Array], train: bool) -> dict[str, Array]:
+        """Returns {'logits' f32[B,K] (original branch), 'features' [B,h,w,C] (cut-point
+        map), 'pooled' f32[B,C_final], 'modality' int32[B] (index in `modalities`)}."""
+        unknown = sorted(set(inputs) - set(self.modalities))
+        if unknown:
+            raise ValueError(f'DCINet got inputs {unknown} not among modalities {tuple(self.modalities)}')
+        present = [m for m in self.modalities if m in inputs]
+        if not present:
+            raise ValueError('DCINet got no inputs')
+        images, ids = [], []
+        for m in present:
+            img = self._to_image(m, inputs[m])
+            images.append(img)
+            ids.append(jnp.full((img.shape[0],), self.modalities.index(m), jnp.int32))
+        shapes = {m: img.shape[1:] for m, img in zip(present, images)}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f'DCINet inputs differ in image shape: {shapes}')
+        x = jnp.concatenate(images, axis=0) if len(images) > 1 else images[0]
+        features = self.backbone.part1(x, train)
+        logits, pooled = self.backbone.part2(features, train)
+        return {'logits': logits, 'features': features, 'pooled': pooled,
+                'modality': jnp.concatenate(ids)}
+
+    def head(self, features: Array, train: bool) -> Array:
+        """Sub-module 2 on (interacted) cut-point features -> f32[B,K] logits."""
+        return self.backbone.part2(features, train)[0]
+
+
+def _backbone_layout(mc: Any) -> tuple[str, tuple[int, ...]]:
+    """(block, stage_sizes) from config.model (a named ResNet or 'custom')."""
+    if mc.backbone == 'custom':
+        block, stages = str(mc.block), tuple(int(s) for s in mc.stage_sizes)
+        if block not in BLOCK_EXPANSION:
+            raise ValueError(f"config.model.block must be 'basic' or 'bottleneck' for a custom "
+                             f'backbone, got {block!r}')
+        if not stages or min(stages) < 1 or len(stages) > 4:
+            raise ValueError(f'config.model.stage_sizes must hold 1-4 positive ints for a custom '
+                             f'backbone, got {tuple(mc.stage_sizes)!r}')
+        return block, stages
+    if mc.backbone not in RESNET_SPECS:
+        raise ValueError(f'config.model.backbone must be one of {sorted(RESNET_SPECS)} or '
+                         f"'custom', got {mc.backbone!r}")
+    return RESNET_SPECS[mc.backbone]
+
+
+def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
+    """DCINet from an ml_collections config (`config.model`, `config.data`).
+
+    `bn_axis_name`: mapped axis for synchronised BatchNorm (e.g. 'data' under shard_map),
+    None for per-device statistics.
+    """
+    mc, dc = config.model, config.data
+    block, stages = _backbone_layout(mc)
+    names = stage_names(len(stages))
+    if mc.cut not in names:
+        raise ValueError(f'config.model.cut must be one of {names}, got {mc.cut!r}')
+    if mc.dtype not in DTYPES:
+        raise ValueError(f'config.model.dtype must be one of {sorted(DTYPES)}, got {mc.dtype!r}')
+    modalities = tuple(dc.modalities)
+    if not modalities or len(set(modalities)) != len(modalities):
+        raise ValueError(f'config.data.modalities must be non-empty and distinct, got {modalities!r}')
+    if 'text' in modalities:
+        if dc.alphabet not in ALPHABET_SIZES:
+            raise ValueError(f'config.data.alphabet must be one of {sorted(ALPHABET_SIZES)}, '
+                             f'got {dc.alphabet!r}')
+        if dc.text_length != dc.image_size:
+            raise ValueError(f'config.data.text_length ({dc.text_length}) must equal '
+                             f'config.data.image_size ({dc.image_size}): the text network '
+                             f'outputs a text_length x text_length image')
+    if int(mc.num_filters) < 1 or int(dc.num_classes) < 1:
+        raise ValueError('config.model.num_filters and config.data.num_classes must be >= 1')
+    return DCINet(
+        modalities=modalities,
+        num_classes=int(dc.num_classes),
+        stage_sizes=stages,
+        block=block,
+        num_filters=int(mc.num_filters),
+        cut=str(mc.cut),
+        dtype=DTYPES[mc.dtype],
+        zero_init_last_bn=bool(mc.zero_init_last_bn),
+        text_length=int(dc.text_length),
+        text_vocab_size=ALPHABET_SIZES.get(dc.alphabet, 0) + 1,
+        text_embed_dim=int(mc.text_embed_dim),
+        text_hidden=int(mc.text_hidden),
+        bn_axis_name=bn_axis_name,
+    )
+
+
+def dummy_inputs(model: DCINet, config: Any, batch_per_modality: int = 1) -> dict[str, Array]:
+    """Zero inputs of the right shapes and dtypes for every modality (init, tracing)."""
+    size = int(config.data.image_size)
+    out = {}
+    for m in model.modalities:
+        if m == 'text':
+            out[m] = jnp.zeros((batch_per_modality, model.text_length), jnp.int32)
+        else:
+            out[m] = jnp.zeros((batch_per_modality, size, size, 3), jnp.uint8)
+    return out
+
+
+def init_variables(model: DCINet, rng: Array, config: Any) -> dict[str, Any]:
+    """{'params', 'batch_stats'} for `model`; traceable, so it also runs under `jax.eval_shape`."""
+    variables = model.init(rng, dummy_inputs(model, config), train=False)
+    return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
