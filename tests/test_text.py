@@ -1,0 +1,115 @@
+"""input_pipeline/text.py: alphabets, encoding, file reading, position shift (SPEC 2.3)."""
+
+import numpy as np
+import pytest
+
+from input_pipeline import text
+from input_pipeline.errors import DecodeError
+
+
+def test_alphabets_exactly_as_spec():
+    original = ('abcdefghijklmnopqrstuvwxyz' + '0123456789' + ',;.!?:\'"/\\|_@#$%^&*~'
+                + '`' + '+-=<>()[]{}')
+    assert text.ALPHABETS['original'] == original
+    assert len(text.ALPHABETS['original']) == 68
+    assert text.ALPHABETS['lower_space'] == ' ' + original
+    assert len(set(text.ALPHABETS['lower_space'])) == 69
+    assert text.vocab_size('lower_space') == 70
+
+
+def test_known_string_lower_space():
+    # lower_space: ' '=1, a=2 ... z=27, '0'=28 ... '9'=37, ','=38, ';'=39, '.'=40, '!'=41
+    got = text.encode_text('Ab c9!', length=8)
+    np.testing.assert_array_equal(got, [2, 3, 1, 4, 37, 41, 0, 0])
+    assert got.dtype == np.uint8
+
+
+def test_known_string_original_keeps_case_and_drops_upper_and_space():
+    # original: a=1 ... z=26, '0'=27 ... '9'=36, ','=37, ';'=38, '.'=39, '!'=40
+    got = text.encode_text('Ab c9!', alphabet='original', length=6)
+    np.testing.assert_array_equal(got, [2, 3, 36, 40, 0, 0])   # 'A' and ' ' dropped
+
+
+def test_last_characters_of_alphabet_and_dropped_characters():
+    # '{' and '}' are the last two of 68 (original) -> 67, 68; in lower_space -> 68, 69.
+    np.testing.assert_array_equal(text.encode_text('{é}', alphabet='original', length=3),
+                                  [67, 68, 0])
+    np.testing.assert_array_equal(text.encode_text('{é—}', length=3), [68, 69, 0])
+    np.testing.assert_array_equal(text.encode_text('ÉÜ\n\t', length=2), [0, 0])
+
+
+def test_truncation_and_padding():
+    s = 'abcdefghij'
+    np.testing.assert_array_equal(text.encode_text(s, length=4), [2, 3, 4, 5])
+    out = text.encode_text(s, length=448)
+    assert out.shape == (448,)
+    np.testing.assert_array_equal(out[:10], np.arange(2, 12))
+    assert not out[10:].any()
+
+
+def test_unknown_alphabet():
+    with pytest.raises(ValueError, match='unknown alphabet'):
+        text.encode_text('x', alphabet='nope')
+
+
+def test_read_text_whole_and_last_line(tmp_path):
+    p = tmp_path / 'a.txt'
+    p.write_text('  First line.\n\nSecond  line \r\nLast line!\n\n', encoding='utf-8')
+    assert text.read_text(p) == 'First line. Second  line Last line!'
+    assert text.read_text(p, mode='last_line') == 'Last line!'
+    with pytest.raises(ValueError, match='unknown text mode'):
+        text.read_text(p, mode='first')
+
+
+def test_read_text_bom_and_non_ascii(tmp_path):
+    p = tmp_path / 'b.txt'
+    p.write_bytes('\ufeffCafé naïve'.encode('utf-8'))
+    assert text.read_text(p) == 'Café naïve'
+
+
+def test_non_utf8_file_raises_with_line(tmp_path):
+    p = tmp_path / 'bad.txt'
+    p.write_bytes(b'good line\nbad \xff byte\n')
+    with pytest.raises(DecodeError) as e:
+        text.read_text(p)
+    assert e.value.path == str(p) and e.value.line == 2
+    assert str(e.value).startswith(f'{p}:2:')
+    # The documented fallback: replacement characters, dropped by the encoder.
+    s = text.read_text(p, errors='replace')
+    assert s == 'good line bad \ufffd byte'
+    np.testing.assert_array_equal(text.encode_text(s, length=20)[9:15],
+                                  text.encode_text(' bad  byte', length=20)[:6])
+
+
+@pytest.mark.parametrize('content', [b'', b'\n\n  \n'])
+def test_empty_file_raises(tmp_path, content):
+    p = tmp_path / 'empty.txt'
+    p.write_bytes(content)
+    with pytest.raises(DecodeError, match='empty') as e:
+        text.read_text(p)
+    assert e.value.path == str(p)
+
+
+def test_missing_file_raises(tmp_path):
+    with pytest.raises(DecodeError, match='cannot read'):
+        text.read_text(tmp_path / 'nope.txt')
+
+
+def test_load_text_all_outside_alphabet(tmp_path):
+    p = tmp_path / 'x.txt'
+    p.write_text('ÄÖÜ', encoding='utf-8')
+    with pytest.raises(DecodeError, match='alphabet'):
+        text.load_text(p, alphabet='original')
+
+
+def test_position_shift():
+    ids = np.arange(1, 9, dtype=np.uint8)
+    for k in text.SHIFTS:
+        got = text.position_shift(ids, k)
+        ref = np.concatenate([np.zeros(k, np.uint8), ids])[:8]   # the reference's list build
+        np.testing.assert_array_equal(got, ref)
+        assert got.dtype == ids.dtype
+    np.testing.assert_array_equal(text.position_shift(ids, 20), np.zeros(8))
+    assert text.SHIFTS == (0, 2, 4, 6, 8)
+    with pytest.raises(ValueError):
+        text.position_shift(ids, -1)
