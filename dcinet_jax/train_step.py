@@ -100,8 +100,13 @@ def train_step(state: TrainState, batch: Batch, rng, *, model, tx, config,
     if axis_name is not None:
         # Each device draws its own CMSI box, permutation and CMCI partners.
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    params = state.params
+    if axis_name is not None:
+        # Differentiate per-device copies (pmap semantics); otherwise shard_map's
+        # transpose would already psum the gradient of the replicated params.
+        params = jax.lax.pcast(params, axis_name, to='varying')
     grad_fn = jax.grad(loss_and_updates, has_aux=True)
-    grads, (batch_stats, metrics) = grad_fn(state.params, state.batch_stats, batch, rng,
+    grads, (batch_stats, metrics) = grad_fn(params, state.batch_stats, batch, rng,
                                             model=model, config=config)
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
@@ -111,7 +116,7 @@ def train_step(state: TrainState, batch: Batch, rng, *, model, tx, config,
             batch_stats = jax.lax.pmean(batch_stats, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['grad_norm'] = optax.tree.norm(grads)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
     return new_state, metrics
