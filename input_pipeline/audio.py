@@ -156,7 +156,7 @@ def db_to_image(db: np.ndarray, size: int | tuple[int, int], *,
     h, w = _size_hw(size)
     flipped = np.ascontiguousarray(db[::-1], dtype=np.float32)
     # Bilinear, antialiased when shrinking (PIL): the whole clip fills the width.
-    resized = np.asarray(Image.fromarray(flipped, mode='F').resize(
+    resized = np.asarray(Image.fromarray(flipped).resize(
         (w, h), Image.Resampling.BILINEAR), np.float32)
     x = (resized + top_db) / top_db          # 0 at -top_db, 1 at 0 dB
     # matplotlib's rule for a 256-entry map: index floor(x * 256), 1.0 -> 255.

@@ -269,7 +269,7 @@ def _audio_file(c: int, num_classes: int, split: str, j: int, seed: int,
         rgb = audio_lib.spectrogram_image(y, SPECTROGRAM_SIZE)
         rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)
         buf = io.BytesIO()
-        Image.fromarray(rgba, 'RGBA').save(buf, format='PNG', compress_level=1)
+        Image.fromarray(rgba).save(buf, format='PNG', compress_level=1)
         return buf.getvalue(), '.png'
     sr = AUDIO_SR[int(rng.integers(len(AUDIO_SR)))]
     fmt = AUDIO_FORMATS[j % len(AUDIO_FORMATS)]

@@ -3,6 +3,7 @@
 Decoding mirrors the reference `PIL.Image.open(f).convert('RGB')`: grayscale and
 palette images are expanded, CMYK uses PIL's conversion, alpha is dropped (not
 composited). 16-bit images, which `convert('RGB')` would clip, are scaled to 8 bits.
+EXIF orientation is not applied, as in the reference loader.
 """
 
 from __future__ import annotations
