@@ -1,0 +1,32 @@
+"""Training-time feature interactions of DCINet: CMSI (spatial) then CMCI (channel)."""
+
+from __future__ import annotations
+
+import jax
+
+from dcinet_jax.interaction.cmci import cmci
+from dcinet_jax.interaction.cmsi import cmsi
+from dcinet_jax.losses import smooth_one_hot
+
+__all__ = ['cmsi', 'cmci', 'interact']
+
+
+def interact(rng: jax.Array, x: jax.Array, labels: jax.Array, modality: jax.Array, *,
+             num_classes: int, num_modalities: int, use_cmsi: bool, use_cmci: bool,
+             label_smoothing: float = 0.1, minmax: tuple[float, float] = (0.5, 0.6)
+             ) -> tuple[jax.Array, jax.Array]:
+    """Sub-module-1 features -> (interacted features, float32 soft targets) (SPEC 3.2-3.4).
+
+    CMSI (if on) then CMCI (if on); CMCI matches on the original hard labels of each
+    slot, since CMSI keeps every sample in its slot. With CMSI off the targets are the
+    smoothed one-hot labels. ``use_cmsi`` / ``use_cmci`` are static Python flags.
+    """
+    rng_cmsi, rng_cmci = jax.random.split(rng)
+    if use_cmsi:
+        mixed, targets = cmsi(rng_cmsi, x, labels, num_classes=num_classes,
+                              label_smoothing=label_smoothing, minmax=minmax)
+    else:
+        mixed, targets = x, smooth_one_hot(labels, num_classes, label_smoothing)
+    if use_cmci:
+        mixed = cmci(rng_cmci, mixed, labels, modality, num_modalities=num_modalities)
+    return mixed, targets
