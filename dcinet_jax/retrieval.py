@@ -6,9 +6,9 @@ X->all tasks (gallery = every modality's set stacked). Plain numpy: this runs on
 host after features have been pulled off the accelerator, and a sort is what it costs.
 
 Ranking is by descending score with ties broken by gallery index (the lower index first),
-so every number is deterministic. Only a tie between a relevant and an irrelevant item
-can change an AP, so the fast path uses numpy's (unstable, SIMD) argsort and re-sorts
-stably only the rows where such a tie exists.
+so every number is deterministic. The sort is numpy's fast (unstable, SIMD) argsort;
+in the rows where a relevant and a non-relevant item tie, runs of equal scores are then
+put back in gallery-index order.
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def average_precision(scores: np.ndarray, query_labels: np.ndarray, gallery_labe
     if np.isnan(scores).any():
         raise ValueError('scores contain NaN: cannot rank')
 
-    # Descending order; the unstable sort leaves ties in any order, fixed below where it matters.
+    # Descending order by numpy's fast unstable sort. Ties only change an AP where a
+    # relevant item ties with a non-relevant one; in those rows, runs of equal scores are
+    # put back in gallery-index order, which makes the ranking a stable sort's.
     neg = -scores
     order = np.argsort(neg, axis=1)
     relevant = gl[None, :] == ql[:, None]
@@ -141,8 +143,10 @@ def average_precision(scores: np.ndarray, query_labels: np.ndarray, gallery_labe
     rel_sorted = np.take_along_axis(relevant, order, axis=1)
     redo = _rows_with_mixed_ties(neg, order, rel_sorted)
     if redo.size:
-        order[redo] = np.argsort(neg[redo], axis=1, kind='stable')
-        rel_sorted[redo] = np.take_along_axis(relevant[redo], order[redo], axis=1)
+        sub = order[redo]
+        _stabilise_ties(neg[redo], sub)
+        order[redo] = sub
+        rel_sorted[redo] = np.take_along_axis(relevant[redo], sub, axis=1)
 
     # Only relevant positions contribute: the k-th relevant item of a row at 0-based
     # position p (among kept items) adds k / (p + 1).
@@ -159,19 +163,37 @@ def average_precision(scores: np.ndarray, query_labels: np.ndarray, gallery_labe
     return np.where(num_relevant > 0, precision_sum / np.maximum(num_relevant, 1), 0.0)
 
 
-def _rows_with_mixed_ties(scores: np.ndarray, order: np.ndarray,
+def _rows_with_mixed_ties(keys: np.ndarray, order: np.ndarray,
                           rel_sorted: np.ndarray) -> np.ndarray:
-    """Rows where a relevant item ties with an adjacent non-relevant one after sorting.
+    """Rows where, after sorting, a relevant item sits next to an equal-keyed other item.
 
-    Ties inside a group of the same relevance leave AP unchanged, and a mixed tie group
-    always has such an adjacent pair, so checking the neighbours of relevant items suffices.
+    Permuting a run of equal keys that are all relevant (or all not) leaves AP unchanged,
+    and a mixed run always has such an adjacent pair, so these rows are all that need fixing.
     """
     rows, cols = np.nonzero(rel_sorted[:, :-1] != rel_sorted[:, 1:])
     if rows.size == 0:
         return rows
-    left = scores[rows, order[rows, cols]]
-    right = scores[rows, order[rows, cols + 1]]
+    left = keys[rows, order[rows, cols]]
+    right = keys[rows, order[rows, cols + 1]]
     return np.unique(rows[left == right])
+
+
+def _stabilise_ties(keys: np.ndarray, order: np.ndarray) -> None:
+    """Reorder, in place, each run of equal keys in `order` (a row-wise argsort) by index.
+
+    After this, `order` equals a stable argsort of `keys`, at the cost of a gather and a
+    small lexsort over the tied positions only.
+    """
+    sorted_keys = np.take_along_axis(keys, order, axis=1)
+    equal_next = sorted_keys[:, 1:] == sorted_keys[:, :-1]
+    if not equal_next.any():
+        return
+    tied = np.zeros(order.shape, bool)
+    tied[:, 1:] |= equal_next
+    tied[:, :-1] |= equal_next
+    rows, pos = np.nonzero(tied)  # row-major: each run is contiguous and runs keep key order
+    index = order[rows, pos]
+    order[rows, pos] = index[np.lexsort((index, sorted_keys[rows, pos], rows))]
 
 
 def _labels(labels: np.ndarray, name: str, size: int) -> np.ndarray:

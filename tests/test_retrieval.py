@@ -291,3 +291,17 @@ def test_save_results_writes_documented_files(tmp_path):
     assert json.loads(paths['step_json'].read_text())['step'] == 1200
     leftovers = [p for p in tmp_path.rglob('*') if p.name.endswith('.tmp')]
     assert leftovers == []
+
+
+def test_float32_near_ties_match_a_stable_sort_reference():
+    # Coarse float32 scores: thousands of ties per row, many between relevant and not.
+    rng = np.random.default_rng(7)
+    scores = np.round(rng.random((48, 3000)), 3).astype(np.float32)
+    ql, gl = rng.integers(0, 20, 48), rng.integers(0, 20, 3000)
+    order = np.argsort(-scores, axis=1, kind='stable')
+    rel = (gl[order] == ql[:, None]).astype(np.float64)
+    hits = np.cumsum(rel, axis=1)
+    ranks = np.arange(1, 3001)
+    ref = np.sum(rel * hits / ranks, axis=1) / np.maximum(rel.sum(axis=1), 1)
+    np.testing.assert_allclose(retrieval.average_precision(scores, ql, gl), ref,
+                               rtol=0, atol=1e-12)
