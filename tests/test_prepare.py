@@ -43,6 +43,19 @@ def test_builder_config_name_is_deterministic(test_config):
     assert prepare.StoreSpec(512, 448, 'original', 'last_line').name == 'r512_t448_original_last_line'
 
 
+def test_paper_and_custom_variants_share_a_data_dir(tmp_path):
+    """The paper's variant is the registered config; others are custom: both resolve to
+    their own directory (and may be built twice in one process)."""
+    from configs import dcinet_fgxmedia
+    from input_pipeline import prepare
+    d = dcinet_fgxmedia.get_config().data
+    for resize in (512, 512, 256, 256):
+        d.resize_size = resize
+        b = _builder(tmp_path, d)
+        assert b.builder_config.name == f'r{resize}_t448_lower_space_whole'
+        assert Path(b.data_dir) == prepare.prepared_dir(tmp_path, d)
+
+
 def test_builder_round_trips_demo(demo_raw_dir, demo_prepared_dir, test_config):
     d = test_config.data
     builder = _builder(demo_prepared_dir, d)
