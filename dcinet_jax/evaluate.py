@@ -111,9 +111,9 @@ def evaluate_variables(config, model, variables, *, step: int, workdir=None,
                              progress=progress)
     t1 = time.time()
     results = retrieval.evaluate(feats, exclude_self=config.eval.exclude_self,
-                                 chunk_size=config.eval.chunk_size)
+                                 chunk_size=config.eval.chunk_size,
+                                 feature_kind=config.eval.feature)
     results = {'step': int(step), **results}
-    results['protocol']['feature'] = config.eval.feature
     results['protocol']['seconds'] = {'features': round(t1 - t0, 2),
                                       'ranking': round(time.time() - t1, 2)}
     if workdir is not None and jax.process_index() == 0:

@@ -228,6 +228,7 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
         'images_per_sec': round(trained * images_per_step / max(elapsed, 1e-9), 1),
         'last_metrics': last, 'results': results,
         'stopped_by_signal': signal.Signals(stopped_by).name if stopped_by else None,
+        'params_checksum': params_checksum(state.params),
     }
     logger.write(
         f'done: step {step}/{total}, {trained} steps in {elapsed:.0f}s '
@@ -239,8 +240,16 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     return summary
 
 
+def params_checksum(params) -> str:
+    """Digest of this process's own replica of the params (to compare across processes)."""
+    import hashlib
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        h.update(np.ascontiguousarray(np.asarray(leaf.addressable_data(0))).tobytes())
+    return h.hexdigest()[:16]
+
+
 def _evaluate(config, model, state, step, workdir, logger) -> dict:
-    from dcinet_jax import retrieval
     variables = {'params': parallel.to_host(state.params),
                  'batch_stats': parallel.to_host(state.batch_stats)}
     results = evaluate.evaluate_variables(config, model, variables, step=step,
@@ -250,5 +259,6 @@ def _evaluate(config, model, state, step, workdir, logger) -> dict:
     logger.scalars(step, {'bimodal_average': results['bimodal_average'],
                           'multimodal_average': results['multimodal_average']},
                    prefix='eval/')
-    logger.write(f'evaluation at step {step}:\n{retrieval.format_table(results)}')
+    logger.write(f'evaluation at step {step}: bi-modal mAP {results["bimodal_average"]:.4f}, '
+                 f'multi-modal mAP {results["multimodal_average"]:.4f}')
     return results

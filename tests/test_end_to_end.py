@@ -1,0 +1,189 @@
+"""Training end to end on the prepared demo data: learning, resume, NaN stop, eval, CLI.
+
+These run the real loop (tf.data, shard_map step on 4 CPU devices, orbax, evaluation)
+with configs/test.py, so they are the slowest tests of the suite.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from dcinet_jax import checkpoints, parallel, retrieval, train
+from dcinet_jax.models import build_model
+from dcinet_jax.train_step import create_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(test_config, data_dir, **overrides):
+    c = test_config.copy_and_resolve_references()
+    c.data_dir = str(data_dir)
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split('.')
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+def _restore_params(config, workdir, step=None):
+    model = build_model(config)
+    tx = create_optimizer(config, 1)
+    ckpt = checkpoints.Checkpointer(Path(workdir) / 'checkpoints')
+    state, _ = ckpt.restore(step, train.abstract_state(config, model, tx, parallel.make_mesh()))
+    ckpt.close()
+    return jax.tree.map(np.asarray, state.params)
+
+
+def _chance_map(labels_by_modality, seed=0):
+    """mAP of random features with the same label sets: what 'chance' means here."""
+    rng = np.random.default_rng(seed)
+    feats = {m: (rng.random((len(y), 4)).astype(np.float32), y)
+             for m, y in labels_by_modality.items()}
+    return retrieval.evaluate(feats)['bimodal_average']
+
+
+@pytest.mark.slow
+def test_demo_training_beats_chance(test_config, demo_prepared_dir, tmp_path):
+    c = _config(test_config, demo_prepared_dir, num_train_steps=60,
+                checkpoint_every_steps=1000, log_every_steps=20)
+    c.optim.learning_rate = 0.05
+    summary = train.train_and_evaluate(c, tmp_path / 'run', progress=False)
+    results = summary['results']
+    assert summary['step'] == 60
+    assert set(results['bimodal']) == {'i2t', 'i2a', 't2i', 't2a', 'a2i', 'a2t'}
+    labels = {m: n for m, n in results['protocol']['counts'].items()}
+    rng = np.random.default_rng(0)
+    chance = _chance_map({m: rng.integers(0, 4, n) for m, n in labels.items()})
+    assert results['bimodal_average'] > chance + 0.25, (results['bimodal_average'], chance)
+    saved = json.loads((tmp_path / 'run' / 'eval' / 'results.json').read_text())
+    assert saved['step'] == 60
+    assert set(saved) >= {'step', 'bimodal', 'multimodal', 'bimodal_average',
+                          'multimodal_average', 'protocol'}
+    assert (tmp_path / 'run' / 'eval' / '60' / 'results.json').exists()
+    assert list((tmp_path / 'run' / 'tensorboard').glob('events.out.tfevents.*'))
+
+
+def _train_cmd(config_overrides, workdir):
+    return [sys.executable, '-m', 'dcinet_jax', 'train', '--config',
+            str(REPO / 'configs' / 'test.py'), '--workdir', str(workdir), '--progress=false',
+            *config_overrides]
+
+
+def _env():
+    env = dict(os.environ)
+    env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+    return env
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_matches_uninterrupted_run(test_config, demo_prepared_dir,
+                                                       tmp_path):
+    overrides = [f'--config.data_dir={demo_prepared_dir}', '--config.num_train_steps=10',
+                 '--config.checkpoint_every_steps=2', '--config.log_every_steps=2']
+    full = tmp_path / 'full'
+    subprocess.run(_train_cmd(overrides, full), check=True, env=_env(), capture_output=True)
+
+    interrupted = tmp_path / 'interrupted'
+    proc = subprocess.Popen(_train_cmd(overrides, interrupted), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt_dir = interrupted / 'checkpoints'
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (ckpt_dir / '2').exists():
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped['stopped_by_signal'] == 'SIGTERM', out
+    assert 2 <= stopped['step'] < 10
+    assert 'exiting; run the same command again to resume' in out
+
+    resumed = subprocess.run(_train_cmd(overrides, interrupted), check=True, env=_env(),
+                             capture_output=True, text=True)
+    assert f'resuming from step {stopped["step"]}' in resumed.stdout + resumed.stderr
+    c = _config(test_config, demo_prepared_dir)
+    a, b = _restore_params(c, full, 10), _restore_params(c, interrupted, 10)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(test_config, demo_prepared_dir,
+                                                       tmp_path):
+    workdir = tmp_path / 'nan'
+    c = _config(test_config, demo_prepared_dir, num_train_steps=4, checkpoint_every_steps=2,
+                log_every_steps=2)
+    train.train_and_evaluate(c, workdir, progress=False)
+    # Resume with an absurd learning rate: the loss becomes non-finite within a few steps.
+    c = _config(test_config, demo_prepared_dir, num_train_steps=12, checkpoint_every_steps=2,
+                log_every_steps=2)
+    c.optim.learning_rate = 1e30
+    with pytest.raises(train.NonFiniteLossError, match=r'non-finite loss .* at step \d+'):
+        train.train_and_evaluate(c, workdir, progress=False)
+    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints')
+    latest = ckpt.latest_step()
+    ckpt.close()
+    params = _restore_params(c, workdir, latest)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    assert latest >= 4
+
+    # A half-written checkpoint (orbax's temporary directory) is never restored.
+    partial = workdir / 'checkpoints' / '99.orbax-checkpoint-tmp-1234567'
+    (partial / 'state').mkdir(parents=True)
+    (partial / 'state' / 'junk').write_text('incomplete')
+    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints')
+    assert ckpt.latest_step() == latest
+    ckpt.close()
+    _restore_params(c, workdir)
+
+
+@pytest.mark.slow
+def test_eval_cli_on_checkpoint(test_config, demo_prepared_dir, tmp_path):
+    workdir = tmp_path / 'ev'
+    c = _config(test_config, demo_prepared_dir, num_train_steps=2, checkpoint_every_steps=2)
+    train.train_and_evaluate(c, workdir, progress=False)
+    out = subprocess.run(
+        [sys.executable, '-m', 'dcinet_jax', 'eval', '--config', str(REPO / 'configs/test.py'),
+         '--workdir', str(workdir), f'--config.data_dir={demo_prepared_dir}', '--step', '2',
+         '--config.eval.exclude_self=True'],
+        check=True, env=_env(), capture_output=True, text=True).stdout
+    assert '| i2t |' in out or 'i2t' in out
+    saved = json.loads((workdir / 'eval' / '2' / 'results.json').read_text())
+    assert saved['protocol']['exclude_self'] is True
+    assert saved['step'] == 2
+    bad = subprocess.run(
+        [sys.executable, '-m', 'dcinet_jax', 'eval', '--config', str(REPO / 'configs/test.py'),
+         '--workdir', str(workdir), f'--config.data_dir={demo_prepared_dir}', '--step', '7'],
+        env=_env(), capture_output=True, text=True)
+    assert bad.returncode != 0 and 'no checkpoint for step 7' in bad.stderr
+
+
+@pytest.mark.slow
+def test_two_process_cpu_launch(demo_prepared_dir, tmp_path):
+    workdir = tmp_path / 'two'
+    env = _env()
+    env.pop('XLA_FLAGS', None)
+    proc = subprocess.run(
+        ['bash', str(REPO / 'launch' / 'local_two_process_cpu.sh'), str(REPO / 'configs/test.py'),
+         str(workdir), f'--config.data_dir={demo_prepared_dir}', '--config.num_train_steps=4',
+         '--config.checkpoint_every_steps=2'],
+        env=env, capture_output=True, text=True, timeout=600)
+    logs = [(workdir / f'process_{i}.log').read_text() for i in (0, 1)]
+    assert proc.returncode == 0, proc.stdout + proc.stderr + '\n'.join(logs)
+    summaries = [json.loads(log.strip().splitlines()[-1]) for log in logs]
+    assert [s['step'] for s in summaries] == [4, 4]
+    assert summaries[0]['params_checksum'] == summaries[1]['params_checksum']
+    assert '2 process(es)' in logs[0]
+    assert (workdir / 'checkpoints' / '4').exists()
