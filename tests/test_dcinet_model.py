@@ -52,7 +52,8 @@ def batch(config, b=2, seed=0):
 def test_ccrn_part2_of_part1_is_full_forward_for_every_cut():
     x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
     kw = dict(stage_sizes=(1, 2, 1, 1), block='basic', num_filters=4, num_classes=3)
-    v = random_variables(jax.eval_shape(functools.partial(CCRN(**kw, cut='layer1').init, train=False), jax.random.key(0), x))
+    init = functools.partial(CCRN(**kw, cut='layer1').init, train=False)
+    v = random_variables(jax.eval_shape(init, jax.random.key(0), x))
     full = jax.jit(functools.partial(CCRN(**kw).apply, train=False))(v, x)
     maps = {}
     for cut in CUT_POINTS:

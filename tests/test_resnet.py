@@ -219,7 +219,11 @@ def test_sync_bn_under_shard_map_equals_global_batch():
     kw = dict(stage_sizes=(1, 1), block='bottleneck', num_filters=4, num_classes=3)
     plain, synced = ResNet(**kw), ResNet(**kw, bn_axis_name='data')
     x = np.random.default_rng(3).standard_normal((8, 32, 32, 3)).astype(np.float32)
-    variables = jax.jit(functools.partial(plain.init, train=False))(KEY, x[:1])
+    abstract = jax.eval_shape(functools.partial(plain.init, train=False), KEY, x[:1])
+    rng = np.random.default_rng(4)  # numpy weights: skips compiling flax init
+    variables = jax.tree.map(lambda a: (0.5 + rng.random(a.shape)).astype(np.float32) if a.ndim == 1
+                             else rng.standard_normal(a.shape).astype(np.float32) / np.sqrt(np.prod(a.shape[:-1])),
+                             abstract)
     want, want_upd = jax.jit(functools.partial(plain.apply, train=True, mutable=['batch_stats']))(variables, x)
 
     mesh = jax.make_mesh((4,), ('data',), devices=devices[:4])

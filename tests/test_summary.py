@@ -1,7 +1,6 @@
 """Parameter counts of `summarize` vs a PyTorch ResNet and the text-net formula."""
 
 import pytest
-import torch
 
 from configs import dcinet_fgxmedia
 from dcinet_jax.summary import summarize

@@ -1,6 +1,5 @@
 """Text network vs a numpy reference written in PyTorch's NCL/NCHW convention."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
