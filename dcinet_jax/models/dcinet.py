@@ -104,7 +104,7 @@ class DCINet(nn.Module):
         return self.backbone.part2(features, train)[0]
 
 
-def _backbone_layout(mc: Any) -> tuple[str, tuple[int, ...]]:
+def backbone_layout(mc: Any) -> tuple[str, tuple[int, ...]]:
     """(block, stage_sizes) from config.model (a named ResNet or 'custom')."""
     if mc.backbone == 'custom':
         block, stages = str(mc.block), tuple(int(s) for s in mc.stage_sizes)
@@ -121,6 +121,9 @@ def _backbone_layout(mc: Any) -> tuple[str, tuple[int, ...]]:
     return RESNET_SPECS[mc.backbone]
 
 
+_backbone_layout = backbone_layout  # older private name, still used by bench.py
+
+
 def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
     """DCINet from an ml_collections config (`config.model`, `config.data`).
 
@@ -128,7 +131,7 @@ def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
     None for per-device statistics.
     """
     mc, dc = config.model, config.data
-    block, stages = _backbone_layout(mc)
+    block, stages = backbone_layout(mc)
     names = stage_names(len(stages))
     if mc.cut not in names:
         raise ValueError(f'config.model.cut must be one of {names}, got {mc.cut!r}')
