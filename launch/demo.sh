@@ -8,12 +8,12 @@ out=${1:-demo_run}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 start=$(date +%s)
 if [ ! -f "$out/raw/list/image/train.txt" ]; then
-  python -m dcinet_jax demo-data --out "$out/raw"
+  "${PYTHON:-python3}" -m dcinet_jax demo-data --out "$out/raw"
 fi
-python -m dcinet_jax prepare --manual_dir "$out/raw" --data_dir "$out/prepared" \
+"${PYTHON:-python3}" -m dcinet_jax prepare --manual_dir "$out/raw" --data_dir "$out/prepared" \
   --config "$root/configs/demo.py"
-python -m dcinet_jax train --config "$root/configs/demo.py" --workdir "$out/workdir" \
+"${PYTHON:-python3}" -m dcinet_jax train --config "$root/configs/demo.py" --workdir "$out/workdir" \
   --config.data_dir="$out/prepared" "$@"
-python -m dcinet_jax eval --config "$root/configs/demo.py" --workdir "$out/workdir" \
+"${PYTHON:-python3}" -m dcinet_jax eval --config "$root/configs/demo.py" --workdir "$out/workdir" \
   --config.data_dir="$out/prepared"
 echo "demo finished in $(( $(date +%s) - start )) s; results in $out/workdir/eval/"

@@ -11,4 +11,4 @@ config=$1; workdir=$2; shift 2
 # Let XLA take GPU memory as it needs it and keep autotuning results between runs.
 export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-true}
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=${HOME}/.cache/dcinet_jax/autotune"
-exec python -m dcinet_jax train --config "$config" --workdir "$workdir" "$@"
+exec "${PYTHON:-python3}" -m dcinet_jax train --config "$config" --workdir "$workdir" "$@"

@@ -17,7 +17,7 @@ export XLA_FLAGS="--xla_force_host_platform_device_count=2"
 mkdir -p "$workdir"
 pids=()
 for i in 0 1; do
-  JAX_PROCESS_ID=$i python -m dcinet_jax train --config "$config" --workdir "$workdir" \
+  JAX_PROCESS_ID=$i "${PYTHON:-python3}" -m dcinet_jax train --config "$config" --workdir "$workdir" \
     --progress=false "$@" >"$workdir/process_$i.log" 2>&1 &
   pids+=($!)
 done
