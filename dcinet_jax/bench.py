@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -482,6 +483,8 @@ def compile_restart_times(config: Any, cache_dir: str | None = None,
                                    f'(rc {proc.returncode}):\n{proc.stderr[-3000:]}')
             child = json.loads(res_path.read_text())
             out[phase] = dict(child, process_wall_s=wall)
+    if own:
+        shutil.rmtree(cache_dir, ignore_errors=True)
     return out
 
 
@@ -505,8 +508,8 @@ def _compile_child(cfg_path: str, cache_dir: str, res_path: str) -> None:
 def peer_arguments(config: Any, *, steps: int, warmup_steps: int = 2,
                    torch_compile: bool = False) -> dict[str, Any]:
     """The keyword arguments of `torch_peer.run_torch_peer` that match `config`."""
-    from dcinet_jax.models.dcinet import _backbone_layout  # noqa: PLC0415
-    block, stages = _backbone_layout(config.model)
+    from dcinet_jax.models import backbone_layout  # noqa: PLC0415
+    block, stages = backbone_layout(config.model)
     return dict(
         image_size=int(config.data.image_size), text_length=int(config.data.text_length),
         batch_per_modality=int(config.data.batch_per_modality),
@@ -570,7 +573,8 @@ def format_table(r: dict[str, Any]) -> str:
         ('dtype', r['dtype']),
         ('batch per modality', f"{r['batch_per_modality']} "
                                f"({r['images_per_step']} samples/step, all modalities)"),
-        ('trace+lower / compile', f"{r['trace_lower_s']:.2f} s / {r['compile_s']:.2f} s"),
+        ('trace+lower / compile', f"{r['trace_lower_s']:.2f} s / {r['compile_s']:.2f} s "
+                                  f"(persistent cache {'on' if r['persistent_cache'] else 'off'})"),
         ('first step (warm-up)', f"{r['first_step_s']:.3f} s"),
         ('median step time', f"{r['step_time_s'] * 1e3:.2f} ms over {r['timed_steps']} steps"),
         ('images/s', f"{r['images_per_sec']:.1f} ({r['images_per_sec_per_device']:.1f} "
@@ -670,6 +674,7 @@ def bench_main(config: Any, *, batch_per_modality: int | None = None, steps: int
         'peak_memory_source': 'device.memory_stats' if peak_mem is not None
         else 'compiled.memory_analysis',
         'compile_restart': restart,
+        'persistent_cache': config.get('compilation_cache_dir', '') or None,
     }
     del setup, state
     gc.collect()
