@@ -54,6 +54,34 @@ def test_oom_detection():
     assert not bench._is_oom(ValueError('shapes do not match'))
 
 
+def test_find_max_batch_stops_at_out_of_memory(test_config, monkeypatch):
+    """The search with a fake step that runs out of memory above 40 per modality."""
+    class FakeXlaError(RuntimeError):
+        pass
+
+    seen = []
+
+    def fake_run(config, *, steps, warmup_steps=2, mesh=None):
+        b = config.data.batch_per_modality
+        seen.append(b)
+        if b > 40:
+            raise FakeXlaError(f'RESOURCE_EXHAUSTED: Out of memory while allocating {b}')
+        return {'images_per_sec': float(b)}, None, None
+
+    monkeypatch.setattr(bench, 'run_train_bench', fake_run)
+    r = bench.find_max_batch_per_modality(test_config, limit=1024)
+    # 4 devices x even local batch (3 modalities): multiples of 8.
+    assert r['granularity'] == 8 and r['max_batch_per_modality'] == 40
+    assert all(b % 8 == 0 for b in seen) and r['tried']['48'] == 'OOM'
+
+    def broken(config, **kw):
+        raise ValueError('a real bug, not memory')
+
+    monkeypatch.setattr(bench, 'run_train_bench', broken)
+    with pytest.raises(ValueError, match='real bug'):
+        bench.find_max_batch_per_modality(test_config, limit=64)
+
+
 def _backbone_flops(c):
     """Independent count of one sample's backbone FLOPs (2 x MACs of convs and fc) for
     bottleneck stages."""
