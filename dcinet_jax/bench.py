@@ -550,9 +550,13 @@ def run_peer_subprocess(args: dict[str, Any], timeout: float = 1800.0) -> dict[s
         raise FileNotFoundError(f'the PyTorch peer {PEER_PATH} is missing')
     with tempfile.TemporaryDirectory() as tmp:
         res = Path(tmp) / 'peer.json'
+        env = _subprocess_env()
+        # On a shared CPU, OpenMP's default spin-waiting turns oversubscription into
+        # second-long stalls of tiny ops; passive waiting keeps the peer's figure sane.
+        env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
         proc = subprocess.run(
             [sys.executable, str(PEER_PATH), '--args_json', json.dumps(args),
-             '--json_out', str(res)], env=_subprocess_env(), cwd=str(REPO_ROOT),
+             '--json_out', str(res)], env=env, cwd=str(REPO_ROOT),
             capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not res.exists():
             raise RuntimeError(f'torch peer failed (rc {proc.returncode}):\n'
