@@ -150,15 +150,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(test_config, demo_prepare
 
 
 @pytest.mark.slow
-def test_eval_cli_on_checkpoint(test_config, demo_prepared_dir, tmp_path):
+def test_eval_cli_restores_onto_fewer_devices(test_config, demo_prepared_dir, tmp_path):
     workdir = tmp_path / 'ev'
     c = _config(test_config, demo_prepared_dir, num_train_steps=2, checkpoint_every_steps=2)
     train.train_and_evaluate(c, workdir, progress=False)
+    # Written from 4 devices, restored onto 1.
+    one_device = dict(_env(), XLA_FLAGS='--xla_force_host_platform_device_count=1')
     out = subprocess.run(
         [sys.executable, '-m', 'dcinet_jax', 'eval', '--config', str(REPO / 'configs/test.py'),
          '--workdir', str(workdir), f'--config.data_dir={demo_prepared_dir}', '--step', '2',
          '--config.eval.exclude_self=True'],
-        check=True, env=_env(), capture_output=True, text=True).stdout
+        check=True, env=one_device, capture_output=True, text=True).stdout
     assert '| i2t |' in out or 'i2t' in out
     saved = json.loads((workdir / 'eval' / '2' / 'results.json').read_text())
     assert saved['protocol']['exclude_self'] is True
@@ -187,3 +189,27 @@ def test_two_process_cpu_launch(demo_prepared_dir, tmp_path):
     assert summaries[0]['params_checksum'] == summaries[1]['params_checksum']
     assert '2 process(es)' in logs[0]
     assert (workdir / 'checkpoints' / '4').exists()
+
+
+def test_ablation_configs():
+    from configs import ablations
+    base = ablations.get_config('baseline')
+    assert (base.interaction.cmsi, base.interaction.cmci, base.model.cut) == (False, False,
+                                                                               'layer4')
+    both = ablations.get_config('both-layer2@demo')
+    assert (both.interaction.cmsi, both.interaction.cmci, both.model.cut) == (True, True,
+                                                                               'layer2')
+    assert both.data.image_size == 112
+    assert ablations.get_config('cmci').interaction.cmsi is False
+    for bad in ('mixup', 'both-layer5', 'both@big'):
+        with pytest.raises(ValueError):
+            ablations.get_config(bad)
+
+
+def test_summary_cli_prints_total():
+    out = subprocess.run([sys.executable, '-m', 'dcinet_jax', 'summary', '--config',
+                          str(REPO / 'configs' / 'dcinet_fgxmedia.py')],
+                         check=True, env=_env(), capture_output=True, text=True).stdout
+    resnet50_200 = 25_557_032 - (2048 * 1000 + 1000) + (2048 * 200 + 200)  # torchvision count
+    text_net = 70 * 16 + (16 * 3 * 224 + 224) + (224 * 3 * 448 + 448) + (9 + 1) * 3
+    assert f'total parameters: {resnet50_200 + text_net:,}' in out
