@@ -26,7 +26,6 @@ def get_config() -> ml_collections.ConfigDict:
     d.class_aligned = False     # sample P classes x b/P items per modality so CMCI finds partners
     d.classes_per_batch = 4     # P, when class_aligned
     d.augment = False           # random crop + flip at train time (off: the paper's setting)
-    d.shuffle_buffer = 20_000
     d.prefetch = 2              # batches prefetched by tf.data and to the device
     d.eval_batch_size = 64
     d.on_error = 'fail'         # `dcinet prepare`: 'fail' or 'skip' (writes a report)

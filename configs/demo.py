@@ -18,7 +18,6 @@ def get_config():
     c.data.batch_per_modality = 8
     c.data.class_aligned = True
     c.data.classes_per_batch = 4
-    c.data.shuffle_buffer = 2_000
     c.data.eval_batch_size = 64
 
     c.model.backbone = 'custom'

@@ -12,7 +12,6 @@ def get_config():
     c.data.batch_per_modality = 8   # 2 per device on the 4 CPU devices of the tests
     c.data.classes_per_batch = 2
     c.data.eval_batch_size = 16
-    c.data.shuffle_buffer = 256
     c.model.num_filters = 4
     c.num_epochs = 1
     c.log_every_steps = 2

@@ -10,8 +10,8 @@ Training (`create_train_iterator`)
   FG-XMedia training splits are ~6k items per modality, ~0.5 GB of 512 px JPEGs) and
   reads them by index. So an epoch's order is a pure function of (seed, epoch): the
   iterator is deterministic, and `start_step=s` recomputes epoch s // steps_per_epoch
-  and starts inside it without reading or decoding the skipped items. (The config's
-  `shuffle_buffer` is therefore unused: each epoch permutes the whole split.)
+  and starts inside it without reading or decoding the skipped items. Each epoch
+  permutes the whole split, so no shuffle buffer is needed.
 - Random sampler (default, the paper's): each modality's split is permuted per epoch
   (seed from (config.seed, epoch, modality)) and cut into global batches of
   b = batch_per_modality; the modalities are zipped and an epoch ends with the
