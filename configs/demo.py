@@ -25,11 +25,11 @@ def get_config():
     c.model.block = 'bottleneck'
     c.model.num_filters = 8
 
-    c.optim.learning_rate = 0.05
+    c.optim.learning_rate = 0.1
     c.optim.schedule = 'cosine'
     c.optim.warmup_steps = 20
 
-    c.num_epochs = 20
+    c.num_epochs = 30
     c.log_every_steps = 10
     c.checkpoint_every_steps = 100
     c.eval_every_steps = 0
