@@ -452,21 +452,6 @@ def _subprocess_env(extra_xla_flags: Sequence[str] = ()) -> dict[str, str]:
     return env
 
 
-def enable_autotune_cache(config: Any) -> str | None:
-    """Adds XLA's per-fusion autotune cache (GPU) under the compilation cache directory
-    to XLA_FLAGS. Only effective before the backend starts, so call it first; a flag
-    already present is left alone. Returns the directory, or None when no cache is set."""
-    cache_dir = config.get('compilation_cache_dir', '')
-    if not cache_dir:
-        return None
-    path = os.path.join(os.path.expanduser(cache_dir), 'autotune')
-    flags = os.environ.get('XLA_FLAGS', '')
-    if 'xla_gpu_per_fusion_autotune_cache_dir' not in flags:
-        os.makedirs(path, exist_ok=True)
-        os.environ['XLA_FLAGS'] = f'{flags} --xla_gpu_per_fusion_autotune_cache_dir={path}'.strip()
-    return path
-
-
 def compile_restart_times(config: Any, cache_dir: str | None = None,
                           timeout: float = 900.0) -> dict[str, Any]:
     """Cold compile and warm-cache restart, each in a fresh process.
@@ -666,7 +651,6 @@ def bench_main(config: Any, *, batch_per_modality: int | None = None, steps: int
             config, steps=steps, warmup_steps=warmup_steps, torch_compile=torch_compile))
     restart = compile_restart_times(config) if cache_check else None
 
-    enable_autotune_cache(config)
     setup_compilation_cache(config)
     devices = jax.devices()
     mesh = parallel.make_mesh()

@@ -164,11 +164,17 @@ def bench(argv):
                           flag_values=fv)
         flags.DEFINE_string('json_out', None, 'also write the figures here as JSON',
                             flag_values=fv)
+        flags.DEFINE_bool('cache_check', None, 'time a cold compile and a warm-cache '
+                          'restart in fresh processes (default: when the config sets '
+                          'compilation_cache_dir)', flag_values=fv)
+        flags.DEFINE_bool('torch_compile', False, 'torch.compile the PyTorch peer',
+                          flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet bench')
     from dcinet_jax import bench as bench_lib
     bench_lib.bench_main(_config(fv), batch_per_modality=fv.batch_per_modality,
                          steps=fv.steps, dtype=fv.dtype, peer=fv.peer,
-                         find_max_batch=fv.find_max_batch, json_out=fv.json_out)
+                         find_max_batch=fv.find_max_batch, json_out=fv.json_out,
+                         cache_check=fv.cache_check, torch_compile=fv.torch_compile)
 
 
 @command('profile', 'trace train steps, dump optimized HLO and memory analysis')

@@ -195,7 +195,6 @@ def profile_main(config: Any, workdir: str | Path, *, steps: str = '3:6',
     config = bench.prepare_config(config)
     out_dir = Path(workdir).absolute() / 'profile'
     out_dir.mkdir(parents=True, exist_ok=True)
-    bench.enable_autotune_cache(config)
     setup_compilation_cache(config)
     mesh = parallel.make_mesh()
     setup = bench.build_train_setup(config, total_steps=b + 1, mesh=mesh)

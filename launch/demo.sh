@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole DCINet workflow on the built-in demo data, sized for a 2-core CPU:
 # generate the demo dataset -> prepare it -> train configs/demo.py -> evaluate -> mAP table.
-#   launch/demo.sh [WORKDIR]     (default: ./demo_run; re-running resumes/reuses)
+#   launch/demo.sh [DIR [--config.field=value ...]]   (default DIR: ./demo_run;
+#   re-running reuses the data and resumes training)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-demo_run}
+if [ $# -gt 0 ]; then shift; fi   # the rest goes to `dcinet train`
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 start=$(date +%s)
 if [ ! -f "$out/raw/list/image/train.txt" ]; then

@@ -8,7 +8,6 @@ if [ $# -lt 2 ]; then
   exit 2
 fi
 config=$1; workdir=$2; shift 2
-# Let XLA take GPU memory as it needs it and keep autotuning results between runs.
+# XLA keeps compiled steps and GPU autotuning results in config.compilation_cache_dir.
 export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-true}
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=${HOME}/.cache/dcinet_jax/autotune"
 exec "${PYTHON:-python3}" -m dcinet_jax train --config "$config" --workdir "$workdir" "$@"
