@@ -143,3 +143,34 @@ def test_odd_per_device_batch_is_a_clear_error():
         parallel.check_batch_divisible(4, 3)   # 1 per modality per device -> 3 samples
     with pytest.raises(ValueError, match='divisible'):
         parallel.check_batch_divisible(6, 3)
+
+
+def test_config_pretrained_initialises_the_backbone(test_config, tmp_path):
+    """`model.pretrained` loads a torchvision-layout checkpoint into the train state."""
+    import torch
+    from test_resnet import TORCH_BLOCKS, TorchResNet, randomize_bn
+
+    c = _config(test_config, cmsi=True, cmci=True)
+    torch.manual_seed(0)
+    tm = randomize_bn(TorchResNet(TORCH_BLOCKS['bottleneck'], [1, 1, 1, 1], num_classes=1000,
+                                  width=c.model.num_filters))
+    path = tmp_path / 'imagenet_like.pth'
+    torch.save(tm.state_dict(), path)
+    c.model.pretrained = str(path)
+    mesh = parallel.make_mesh()
+    model = build_model(c, bn_axis_name=parallel.DATA_AXIS)
+    state = train.init_state(c, model, create_optimizer(c, 10), mesh)
+
+    backbone = state.params['backbone']
+    np.testing.assert_array_equal(np.asarray(backbone['conv1']['kernel']),
+                                  tm.conv1.weight.detach().permute(2, 3, 1, 0).numpy())
+    np.testing.assert_array_equal(
+        np.asarray(backbone['layer3']['0']['conv2']['kernel']),
+        tm.layer3[0].conv2.weight.detach().permute(2, 3, 1, 0).numpy())
+    np.testing.assert_array_equal(np.asarray(state.batch_stats['backbone']['bn1']['var']),
+                                  tm.bn1.running_var.numpy())
+    # The 1000-class ImageNet head does not fit 4 classes: it keeps its fresh init.
+    assert backbone['fc']['kernel'].shape[-1] == c.data.num_classes
+    # Optimizer state starts from the loaded params (momentum buffers are zeros).
+    assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(state.opt_state)
+               if hasattr(x, 'dtype') and x.dtype == jnp.float32)
