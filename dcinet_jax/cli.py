@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -212,7 +213,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[0] not in COMMANDS:
         sys.exit(f'dcinet: unknown command {argv[0]!r}\n\n{_usage()}')
-    COMMANDS[argv[0]][1](argv[1:])
+    try:
+        COMMANDS[argv[0]][1](argv[1:])
+    except (FileNotFoundError, ValueError) as e:
+        # Bad input (missing data or checkpoint, bad config field, corrupt item): one
+        # clear line naming what is wrong; the traceback on request.
+        if os.environ.get('DCINET_TRACEBACK'):
+            raise
+        sys.exit(f'dcinet {argv[0]}: error: {e}\n(set DCINET_TRACEBACK=1 for the traceback)')
 
 
 if __name__ == '__main__':
