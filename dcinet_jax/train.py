@@ -115,6 +115,21 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
+def _agreed_signal(received: int | None, step: int, every: int) -> int | None:
+    """The stop signal, acted on at the same step by every process.
+
+    One process: at once. Several: only every `every` steps, after an all-gather of
+    the flags, so all processes save the same step together (a collective) and exit.
+    """
+    if jax.process_count() == 1:
+        return received
+    if step % every:
+        return None
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.int32(received or 0))
+    return int(np.max(flags)) or None
+
+
 def _host_metrics(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
     return [(s, {k: float(v) for k, v in parallel.to_host(m).items()}) for s, m in pending]
 
@@ -188,7 +203,7 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
                 logger.write(f'profile of steps {profile_start}..{step - 1} written to '
                              f'{workdir / "profile"}')
 
-            stopped_by = stop.received
+            stopped_by = _agreed_signal(stop.received, step, config.log_every_steps)
             do_eval = config.eval_every_steps > 0 and step % config.eval_every_steps == 0
             do_ckpt = step % config.checkpoint_every_steps == 0 or step == total or stopped_by
             do_log = step % config.log_every_steps == 0 or do_eval or do_ckpt

@@ -213,3 +213,34 @@ def test_summary_cli_prints_total():
     resnet50_200 = 25_557_032 - (2048 * 1000 + 1000) + (2048 * 200 + 200)  # torchvision count
     text_net = 70 * 16 + (16 * 3 * 224 + 224) + (224 * 3 * 448 + 448) + (9 + 1) * 3
     assert f'total parameters: {resnet50_200 + text_net:,}' in out
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(demo_prepared_dir,
+                                                                     tmp_path):
+    workdir = tmp_path / 'two_sig'
+    workdir.mkdir()
+    port = 20000 + os.getpid() % 20000
+    procs = []
+    for i in (0, 1):
+        env = dict(_env(), JAX_PLATFORMS='cpu', JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+                   JAX_NUM_PROCESSES='2', JAX_PROCESS_ID=str(i),
+                   XLA_FLAGS='--xla_force_host_platform_device_count=2')
+        procs.append(subprocess.Popen(
+            _train_cmd([f'--config.data_dir={demo_prepared_dir}', '--config.num_train_steps=200',
+                        '--config.checkpoint_every_steps=2', '--config.log_every_steps=2'],
+                       workdir),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    deadline = time.time() + 300
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if (workdir / 'checkpoints' / '2').exists():
+            procs[1].send_signal(signal.SIGTERM)   # only process 1 is told to stop
+            break
+        time.sleep(0.2)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    summaries = [json.loads(o.strip().splitlines()[-1]) for o in outs]
+    assert summaries[0]['step'] == summaries[1]['step'] < 200, outs
+    assert summaries[0]['stopped_by_signal'] == summaries[1]['stopped_by_signal'] == 'SIGTERM'
+    assert summaries[0]['params_checksum'] == summaries[1]['params_checksum']
+    assert (workdir / 'checkpoints' / str(summaries[0]['step'])).exists()
