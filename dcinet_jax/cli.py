@@ -36,22 +36,25 @@ def command(name: str, help_text: str):
 def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str):
     fv = flags.FlagValues()
     define(fv)
-    flags.DEFINE_bool('help', False, 'show this help', flag_values=fv, short_name='h')
+    if any(a in ('-h', '--help') for a in argv):
+        print(f'usage: {prog} [flags]\n{_help(fv)}')
+        sys.exit(0)
     try:
         rest = fv([prog] + list(argv))
     except flags.Error as e:
-        sys.exit(f'{prog}: {e}\n\n{fv.main_module_help() or _help(fv)}')
-    if fv.help:
-        print(f'usage: {prog} [flags]\n{_help(fv)}')
-        sys.exit(0)
+        sys.exit(f'{prog}: {e}\n\nusage: {prog} [flags]\n{_help(fv)}')
     if len(rest) > 1:
         sys.exit(f'{prog}: unexpected arguments {rest[1:]}')
     return fv
 
 
 def _help(fv: flags.FlagValues) -> str:
-    return '\n'.join(f'  --{f.name}: {f.help} (default: {f.default!r})'
-                     for f in fv._flags().values() if f.name not in ('help', 'h'))  # noqa: SLF001
+    seen, lines = set(), []
+    for f in fv._flags().values():  # noqa: SLF001 - absl has no public iterator
+        if f.name not in seen:
+            seen.add(f.name)
+            lines.append(f'  --{f.name}: {f.help} (default: {f.default!r})')
+    return '\n'.join(lines)
 
 
 def _config_flag(fv, required=True, default=None):

@@ -4,6 +4,7 @@ These run the real loop (tf.data, shard_map step on 4 CPU devices, orbax, evalua
 with configs/test.py, so they are the slowest tests of the suite.
 """
 
+import functools
 import json
 import os
 import signal
@@ -244,3 +245,18 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(demo_prepar
     assert summaries[0]['stopped_by_signal'] == summaries[1]['stopped_by_signal'] == 'SIGTERM'
     assert summaries[0]['params_checksum'] == summaries[1]['params_checksum']
     assert (workdir / 'checkpoints' / str(summaries[0]['step'])).exists()
+
+
+def test_cli_help_and_flag_errors():
+    run = functools.partial(subprocess.run, env=_env(), capture_output=True, text=True)
+    top = run([sys.executable, '-m', 'dcinet_jax', '--help'])
+    assert top.returncode == 0
+    for name in ('demo-data', 'prepare', 'summary', 'train', 'eval', 'bench', 'profile'):
+        assert name in top.stdout
+    sub = run([sys.executable, '-m', 'dcinet_jax', 'train', '--help'])
+    assert sub.returncode == 0 and '--workdir' in sub.stdout
+    missing = run([sys.executable, '-m', 'dcinet_jax', 'train', '--config',
+                   str(REPO / 'configs' / 'test.py')])
+    assert missing.returncode != 0 and '--workdir' in missing.stderr
+    unknown = run([sys.executable, '-m', 'dcinet_jax', 'fly'])
+    assert unknown.returncode != 0 and "unknown command 'fly'" in unknown.stderr
