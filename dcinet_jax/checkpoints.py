@@ -20,6 +20,10 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 BEST_METRIC = 'bimodal_average'
 
 
+def _best_metric(metrics: dict) -> float:
+    return float(metrics[BEST_METRIC])
+
+
 class Checkpointer:
     """Thin wrapper so the train loop reads as save/restore/latest_step."""
 
@@ -27,11 +31,12 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         policy = pp.AnyPreservationPolicy([
             pp.LatestN(n=keep),
-            pp.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+            pp.BestN(get_metric_fn=_best_metric, n=1,
                      keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, enable_async_checkpointing=async_save,
+            preservation_policy=policy, best_fn=_best_metric, best_mode='max',
+            enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=('state', 'meta'))
