@@ -56,7 +56,7 @@ def _chance_map(labels_by_modality, seed=0):
 @pytest.mark.slow
 def test_demo_training_beats_chance(test_config, demo_prepared_dir, tmp_path):
     c = _config(test_config, demo_prepared_dir, num_train_steps=60,
-                checkpoint_every_steps=1000, log_every_steps=20)
+                checkpoint_every_steps=1000, log_every_steps=20, eval_every_steps=30)
     c.optim.learning_rate = 0.05
     summary = train.train_and_evaluate(c, tmp_path / 'run', progress=False)
     results = summary['results']
@@ -71,6 +71,12 @@ def test_demo_training_beats_chance(test_config, demo_prepared_dir, tmp_path):
     assert set(saved) >= {'step', 'bimodal', 'multimodal', 'bimodal_average',
                           'multimodal_average', 'protocol'}
     assert (tmp_path / 'run' / 'eval' / '60' / 'results.json').exists()
+    # Periodic evaluation at step 30 saved a checkpoint with its mAP; best = higher mAP.
+    at_30 = json.loads((tmp_path / 'run' / 'eval' / '30' / 'results.json').read_text())
+    ckpt = checkpoints.Checkpointer(tmp_path / 'run' / 'checkpoints')
+    best = 30 if at_30['bimodal_average'] > saved['bimodal_average'] else 60
+    assert ckpt.best_step() == best and set(ckpt.all_steps()) == {30, 60}
+    ckpt.close()
     assert list((tmp_path / 'run' / 'tensorboard').glob('events.out.tfevents.*'))
 
 
