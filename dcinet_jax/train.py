@@ -9,7 +9,6 @@ anything after the last good checkpoint.
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import signal
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dcinet_jax import checkpoints, evaluate, parallel
