@@ -80,6 +80,7 @@ def demo_data(argv):
         flags.DEFINE_integer('classes', 10, 'number of classes', flag_values=fv)
         flags.DEFINE_integer('per_class', 12, 'items per class, modality and split',
                              flag_values=fv)
+        flags.DEFINE_alias('per-class', 'per_class', flag_values=fv)
         flags.DEFINE_integer('seed', 0, 'random seed (the output is deterministic)',
                              flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
