@@ -57,14 +57,17 @@ def total_train_steps(config, steps_per_epoch: int) -> int:
     return int(config.num_epochs * steps_per_epoch)
 
 
+def _state_initializer(config, model, tx):
+    def init(rng) -> TrainState:
+        return create_train_state(init_variables(model, rng, config), tx)
+    return init
+
+
 def init_state(config, model, tx, mesh) -> TrainState:
     """Parameters created directly replicated on the mesh (no host round trip)."""
     rep = parallel.replicated(mesh)
-
-    def init(rng):
-        return create_train_state(init_variables(model, rng, config), tx)
-
-    state = jax.jit(init, out_shardings=rep)(jax.random.key(config.seed))
+    state = jax.jit(_state_initializer(config, model, tx),
+                    out_shardings=rep)(jax.random.key(config.seed))
     if config.model.pretrained:
         from dcinet_jax import pretrained
         variables = pretrained.load_pretrained_backbone(
@@ -76,9 +79,7 @@ def init_state(config, model, tx, mesh) -> TrainState:
 
 
 def abstract_state(config, model, tx, mesh) -> Any:
-    def init(rng):
-        return create_train_state(init_variables(model, rng, config), tx)
-    shapes = jax.eval_shape(init, jax.random.key(0))
+    shapes = jax.eval_shape(_state_initializer(config, model, tx), jax.random.key(0))
     return checkpoints.abstract_with_sharding(shapes, parallel.replicated(mesh))
 
 
@@ -202,7 +203,10 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
                              f'{workdir / "profile"}')
 
             stopped_by = _agreed_signal(stop.received, step, config.log_every_steps)
-            do_eval = config.eval_every_steps > 0 and step % config.eval_every_steps == 0
+            # The last step is always evaluated, before its checkpoint is written, so
+            # the final checkpoint carries its mAP for best-checkpoint ranking.
+            do_eval = step == total or (config.eval_every_steps > 0
+                                        and step % config.eval_every_steps == 0)
             do_ckpt = step % config.checkpoint_every_steps == 0 or step == total or stopped_by
             do_log = step % config.log_every_steps == 0 or do_eval or do_ckpt
             if do_log:
@@ -239,10 +243,8 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
                 break
     ckpt.wait()
     elapsed = time.time() - t_begin
-    if not stopped_by and step >= total and not results.get('step') == step:
+    if start >= total:  # nothing trained this run: evaluate the restored state
         results = _evaluate(config, eval_model, state, step, workdir, logger)
-        ckpt.save(step, state, metrics={checkpoints.BEST_METRIC: results['bimodal_average']})
-        ckpt.wait()
     ckpt.close()
     trained = step - start
     summary = {

@@ -161,6 +161,10 @@ def test_eval_cli_restores_onto_fewer_devices(test_config, demo_prepared_dir, tm
     workdir = tmp_path / 'ev'
     c = _config(test_config, demo_prepared_dir, num_train_steps=2, checkpoint_every_steps=2)
     train.train_and_evaluate(c, workdir, progress=False)
+    # The final step is evaluated before it is saved, so it ranks as the best checkpoint.
+    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints')
+    assert ckpt.best_step() == 2
+    ckpt.close()
     # Written from 4 devices, restored onto 1.
     one_device = dict(_env(), XLA_FLAGS='--xla_force_host_platform_device_count=1')
     out = subprocess.run(
