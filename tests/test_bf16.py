@@ -25,6 +25,7 @@ import pytest
 
 from dcinet_jax import train_step as ts
 from dcinet_jax.models import build_model, init_variables
+from synthetic import host_batch
 
 BF16_UNIT_ROUNDOFF = 2.0 ** -8
 
@@ -43,20 +44,6 @@ def _small_config(test_config, dtype):
     return c
 
 
-def _batch(config, seed=0):
-    rng = np.random.default_rng(seed)
-    b, s = config.data.batch_per_modality, config.data.image_size
-    k = config.data.num_classes
-    return {
-        'image': {'inputs': rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-                  'label': rng.integers(0, k, b).astype(np.int32)},
-        'audio': {'inputs': rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-                  'label': rng.integers(0, k, b).astype(np.int32)},
-        'text': {'inputs': rng.integers(0, 70, (b, config.data.text_length)).astype(np.int32),
-                 'label': rng.integers(0, k, b).astype(np.int32)},
-    }
-
-
 def _loss_grad_fn(config):
     model = build_model(config)  # no mapped axis: plain per-call BatchNorm statistics
 
@@ -73,7 +60,7 @@ def f32_and_bf16(test_config):
     c32, c16 = _small_config(test_config, 'float32'), _small_config(test_config, 'bfloat16')
     model32, f32 = _loss_grad_fn(c32)
     variables = init_variables(model32, jax.random.key(0), c32)
-    batch = _batch(c32)
+    batch = host_batch(c32)
     rng = jax.random.key(3)
     out = {}
     for name, config in (('float32', c32), ('bfloat16', c16)):
@@ -159,7 +146,7 @@ def test_bf16_step_keeps_float32_params_and_optimizer_state(test_config):
         return ts.create_train_state(init_variables(model, rng, config), tx)
 
     state = jax.eval_shape(init, jax.random.key(0))
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _batch(config))
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), host_batch(config))
     step = functools.partial(ts.train_step, model=model, tx=tx, config=config,
                              axis_name=None)
     new_state, metrics = jax.eval_shape(step, state, batch, jax.random.key(1))

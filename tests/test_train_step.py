@@ -12,6 +12,7 @@ from dcinet_jax import parallel, train
 from dcinet_jax.models import build_model
 from dcinet_jax.train_step import (create_optimizer, loss_and_updates,
                                    make_sharded_train_step, train_step)
+from synthetic import host_batch
 
 N_DEV = 4
 
@@ -23,20 +24,6 @@ def _config(test_config, *, cmsi, cmci, bn_sync=True):
     c.optim.schedule, c.optim.warmup_steps = 'constant', 0
     c.optim.learning_rate = 0.1
     return c
-
-
-def _batch(c, seed=0):
-    rng = np.random.default_rng(seed)
-    b, s, length = c.data.batch_per_modality, c.data.image_size, c.data.text_length
-    k = c.data.num_classes
-    return {
-        'image': {'inputs': rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-                  'label': rng.integers(0, k, b).astype(np.int32)},
-        'audio': {'inputs': rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-                  'label': rng.integers(0, k, b).astype(np.int32)},
-        'text': {'inputs': rng.integers(0, 70, (b, length)).astype(np.int32),
-                 'label': rng.integers(0, k, b).astype(np.int32)},
-    }
 
 
 def _local(batch, d, n):
@@ -75,7 +62,7 @@ def _assert_replicas_identical(tree):
 def test_sharded_step_equals_single_device_step_without_interactions(test_config):
     c = _config(test_config, cmsi=False, cmci=False)
     mesh, model, tx, state, host_state = _setup(c)
-    batch = _batch(c)
+    batch = host_batch(c)
     step = make_sharded_train_step(model=model, tx=tx, config=c, mesh=mesh)
     new_state, metrics = step(state, parallel.host_to_global(batch, parallel.batch_sharded(mesh)),
                               jax.random.key(3))
@@ -106,7 +93,7 @@ def test_interactions_act_on_each_device_local_batch(test_config):
     c = _config(test_config, cmsi=True, cmci=True, bn_sync=False)
     c.data.class_aligned = True
     mesh, model, tx, state, host_state = _setup(c)
-    batch = _batch(c, seed=1)
+    batch = host_batch(c, seed=1)
     rng = jax.random.key(7)
     step = make_sharded_train_step(model=model, tx=tx, config=c, mesh=mesh)
     new_state, metrics = step(state, parallel.host_to_global(batch, parallel.batch_sharded(mesh)),
