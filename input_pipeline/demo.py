@@ -45,9 +45,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from input_pipeline import audio as audio_lib
-
-SPLITS = ('train', 'test')
-_MOD_IDS = {'image': 0, 'audio': 1, 'text': 2, 'video': 3}
+from input_pipeline.spec import MODALITIES, MODALITY_IDS, SPLITS
 
 _COLOURS = ('Crimson', 'Amber', 'Azure', 'Olive', 'Ivory', 'Scarlet', 'Cobalt', 'Ochre',
             'Violet', 'Russet', 'Teal', 'Golden', 'Slate', 'Copper', 'Jade', 'Maroon',
@@ -86,7 +84,7 @@ def _folder(c: int, modality: str) -> str:
 
 
 def _rng(seed: int, modality: str, split: str, c: int, j: int) -> np.random.Generator:
-    return np.random.default_rng([seed, _MOD_IDS[modality], SPLITS.index(split), c, j])
+    return np.random.default_rng([seed, MODALITY_IDS[modality], SPLITS.index(split), c, j])
 
 
 # ----------------------------------------------------------------------------- images
@@ -373,7 +371,7 @@ def generate_demo_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
         raise ValueError(f'test_per_class must be >= 1, got {test_per_class}')
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    counts = {m: {s: 0 for s in SPLITS} for m in ('image', 'audio', 'text', 'video')}
+    counts = {m: {s: 0 for s in SPLITS} for m in MODALITIES}
 
     _write(root, 'classes.txt', ''.join(f'{c + 1} {class_name(c)}\n' for c in range(num_classes)))
     for split in SPLITS:

@@ -7,9 +7,9 @@ manual dir: `image_train`, `audio_test`, `text_train`, `video_test`, ...
 
 Every example has the same features (TFDS needs one schema for all splits):
 - `image`: RGB JPEG bytes, already resized to resize_size square (quality 95, 4:4:4:
-  see prepare.JPEG_QUALITY); b'' for text.
+  see encode.JPEG_QUALITY); b'' for text.
 - `text`: uint8[text_length] character ids (0 = padding); zeros for other modalities.
-- `label` (int64, from the list file), `modality` (int64, index in lists.MODALITIES),
+- `label` (int64, from the list file), `modality` (int64, spec.MODALITY_IDS),
   `id` ('<modality>/<relative path>', stable across runs), `index` (position in the
   list file; items skipped by `prepare` leave gaps), `video_id` (frames only, else
   ''), `video` (int64 video number in order of first appearance in the list, -1 for
@@ -17,20 +17,24 @@ Every example has the same features (TFDS needs one schema for all splits):
 Examples are stored in list order (shuffling disabled): evaluation reads them in that
 order, training shuffles by itself.
 
-The decoding itself lives in prepare.encode_entry; this file only wires it into TFDS.
+The decoding itself lives in encode.encode_entry; this file only wires it into TFDS.
+The builder runs it over `num_workers` workers (a thread or spawned-process pool, see
+encode.make_executor), created for the build and shut down after it.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from input_pipeline import lists
-from input_pipeline.prepare import StoreSpec, _work, ordered_map
+from input_pipeline import encode, lists
+from input_pipeline.encode import StoreSpec
+from input_pipeline.spec import MODALITY_IDS, SPLITS
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Pass the PKU FG-XMedia data root as the manual dir (`dcinet prepare --manual_dir ROOT`).
@@ -89,12 +93,20 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
         return epath.Path(__file__)
 
     def __init__(self, *, on_error: str = 'fail', progress: bool = False,
-                 num_classes: int = 200, **kwargs: Any):
+                 num_classes: int = 200, num_workers: int = 1, pool: str = 'auto',
+                 **kwargs: Any):
+        """`num_workers` items are encoded at a time, in a pool of kind `pool`
+        ('thread', 'process', or 'auto': processes from encode.MIN_ITEMS_FOR_PROCESSES
+        items on); the other arguments only matter when building."""
         super().__init__(**kwargs)
+        if pool not in encode.POOL_KINDS:
+            raise ValueError(f'unknown pool kind {pool!r}; expected one of {encode.POOL_KINDS}')
         self.on_error = on_error
         self.progress = progress
         self.num_classes = num_classes
-        self.executor = None                  # set by prepare() while building
+        self.num_workers = max(1, int(num_workers))
+        self.pool = pool
+        self._executor = None                 # lives for one _download_and_prepare
         self.skipped: list[dict[str, Any]] = []
 
     @property
@@ -120,6 +132,16 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
             homepage='https://github.com/PKU-ICST-MIPL/FGCrossNet_ACMMM2019',
         )
 
+    def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
+        num_items = _count_list_lines(os.fspath(dl_manager.manual_dir))
+        self._executor = encode.make_executor(num_items, self.num_workers, self.pool)
+        try:
+            super()._download_and_prepare(dl_manager, download_config)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
     def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
         root = os.fspath(dl_manager.manual_dir)
         modalities = lists.available_modalities(root)
@@ -131,7 +153,7 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
         check = self.on_error == 'fail'
         out = {}
         for m in modalities:
-            for s in lists.SPLITS:
+            for s in SPLITS:
                 if lists.list_file(root, m, s).is_file():
                     entries = lists.read_list(root, m, s, num_classes=self.num_classes,
                                               check_files=check)
@@ -144,9 +166,8 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
         for e in entries:
             if e.modality == 'video':
                 video_numbers.setdefault(lists.video_id(e), len(video_numbers))
-        n_workers = getattr(self.executor, '_max_workers', 1)
-        results = ordered_map(_work, ((root, e, spec) for e in entries), self.executor,
-                              window=max(8, 4 * n_workers))
+        results = encode.ordered_map(encode.try_encode, ((root, e, spec) for e in entries),
+                                     self._executor, window=max(8, 4 * self.num_workers))
         if self.progress and entries:
             from tqdm import tqdm
             results = tqdm(results, total=len(entries), unit='file',
@@ -166,9 +187,18 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
                 'image': value.get('image', b''),
                 'text': value.get('text', blank_text),
                 'label': e.label,
-                'modality': lists.MODALITIES.index(e.modality),
+                'modality': MODALITY_IDS[e.modality],
                 'id': f'{e.modality}/{rel}',
                 'index': e.index,
                 'video_id': vid,
                 'video': video_numbers[vid] if vid else -1,
             }
+
+
+def _count_list_lines(root: str) -> int:
+    """Non-blank lines of every list file: the number of items, to size the pool."""
+    n = 0
+    for f in (Path(root) / 'list').glob('*/*.txt'):
+        with open(f, 'rb') as fh:
+            n += sum(1 for line in fh if line.strip())
+    return n

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from input_pipeline.errors import DecodeError
+from input_pipeline.spec import center_offset
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
@@ -54,11 +55,6 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert('RGB'), np.uint8).copy()
 
 
-def _center_offset(size: int, crop: int) -> int:
-    # torchvision's CenterCrop: int(round((size - crop) / 2)), round half to even.
-    return int(round((size - crop) / 2.0))
-
-
 def resize_center_crop(img: np.ndarray, resize_size: int, crop_size: int) -> np.ndarray:
     """Resize to resize_size x resize_size, then cut the centre crop_size square.
 
@@ -73,7 +69,7 @@ def resize_center_crop(img: np.ndarray, resize_size: int, crop_size: int) -> np.
     if img.shape[:2] != (resize_size, resize_size):
         img = np.asarray(Image.fromarray(img).resize((resize_size, resize_size),
                                                      Image.Resampling.BILINEAR))
-    o = _center_offset(resize_size, crop_size)
+    o = center_offset(resize_size, crop_size)
     return np.ascontiguousarray(img[o:o + crop_size, o:o + crop_size])
 
 

@@ -26,9 +26,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from input_pipeline.errors import ListFormatError
-
-MODALITIES = ('image', 'audio', 'text', 'video')
-SPLITS = ('train', 'test')
+from input_pipeline.spec import MODALITIES, SPLITS
 
 # Folders that list paths may be relative to, per modality, in the order tried.
 MODALITY_DIRS: dict[str, tuple[str, ...]] = {

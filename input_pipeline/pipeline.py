@@ -12,34 +12,24 @@ Training (`create_train_iterator`)
   iterator is deterministic, and `start_step=s` recomputes epoch s // steps_per_epoch
   and starts inside it without reading or decoding the skipped items. Each epoch
   permutes the whole split, so no shuffle buffer is needed.
-- Random sampler (default, the paper's): each modality's split is permuted per epoch
-  (seed from (config.seed, epoch, modality)) and cut into global batches of
-  b = batch_per_modality; the modalities are zipped and an epoch ends with the
-  shortest one, remainders dropped, as in the reference code:
-  steps_per_epoch = min over modalities of n_m // b.
-- Class-aligned sampler (`data.class_aligned`): every step draws P = classes_per_batch
-  distinct classes (cycling through per-epoch permutations of the classes present in
-  every modality, so classes are covered evenly) and b/P items of each in EVERY
-  modality; the global batch is laid out class by class, so slot j holds the same
-  class in every modality. Items of a class are taken without replacement from a
-  per-epoch permutation, refilled when used up. Its epoch has the same length as the
-  random sampler's (min n_m // b steps), so epochs and schedules mean the same.
+- Batch schedules (random sampler, the paper's default; class-aligned sampler with
+  `data.class_aligned`) are NumPy functions of (seed, epoch, modality) in
+  `samplers.py`; both give steps_per_epoch = min over modalities of n_m // b.
 - Processes: the global batch (b per modality) is split in slices of
   b_local = b // process_count; process p takes slice p of every global batch, so
   the shards are disjoint and together are exactly the single-process batches.
 - Per-element randomness (text shift, random crop, flip) uses stateless ops seeded by
   (seed, modality, global position of the element), so it is identical whatever the
   process count and resumes exactly.
-- Text: train-time position shift (prepend k zeros, k uniform in text.SHIFTS) when
+- Text: train-time position shift (prepend k zeros, k uniform in spec.TEXT_SHIFTS) when
   `data.text_shift`. Images: centre crop, or with `data.augment` a random crop from
   the stored resize_size image plus a horizontal flip (flip for image/video only: a
   flipped spectrogram is time reversed, not a plausible recording).
 
 Evaluation (`create_eval_iterators`): every item of the split once, in list order,
-centre crop, no shift; batches of eval_batch_size // process_count per process with
-'mask' False on padding rows (label, index, video = -1 there) and 'index' the item's
-position in its list file. Each process takes a contiguous slice and all processes
-yield the same number of batches, so collective eval steps line up.
+centre crop, no shift; batches of eval_batch_size with 'mask' False on padding rows
+(label, index, video = -1 there) and 'index' the item's position in its list file.
+Every process reads the whole split (evaluation runs the same on each).
 
 TensorFlow is told to see no GPU before anything else: the accelerator belongs to JAX.
 """
@@ -61,13 +51,11 @@ try:
 except RuntimeError:  # TF already initialised its devices; nothing left to hide
     pass
 
-from input_pipeline import fg_xmedia, lists  # noqa: E402
-from input_pipeline.prepare import StoreSpec  # noqa: E402
+from input_pipeline import fg_xmedia, samplers  # noqa: E402
+from input_pipeline.encode import StoreSpec  # noqa: E402
+from input_pipeline.spec import TEXT_SHIFTS, center_offset  # noqa: E402
 
-SHIFTS = (0, 2, 4, 6, 8)   # = text.SHIFTS (not imported: keeps this file's imports small)
-IMAGE_LIKE = ('image', 'audio', 'video')
 FLIP_MODALITIES = ('image', 'video')
-_TAG_PERMUTE, _TAG_CLASSES, _TAG_ITEMS, _TAG_ELEMENT = 1, 2, 3, 4
 
 
 # ----------------------------------------------------------------------------- data access
@@ -138,96 +126,15 @@ def _load_store(builder: fg_xmedia.FgXMedia, split_name: str, modality: str) -> 
 
 # ----------------------------------------------------------------------------- schedules
 
-def _rng(*keys: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(k) % 2**32 for k in keys]))
-
-
-def _mod_id(modality: str) -> int:
-    return lists.MODALITIES.index(modality)
-
-
-def _check_batch(config: Any, process_count: int) -> tuple[int, int]:
-    b = int(config.data.batch_per_modality)
-    if b <= 0 or b % process_count:
-        raise ValueError(f'data.batch_per_modality={b} must be a positive multiple of the '
-                         f'process count {process_count} (each process takes b / processes)')
-    return b, b // process_count
-
-
 def steps_per_epoch(config: Any, process_count: int = 1) -> int:
     """Training steps per epoch: min over modalities of n_train // batch_per_modality
     (the same for the random and the class-aligned sampler)."""
-    b, _ = _check_batch(config, process_count)
+    samplers.local_batch(config.data.batch_per_modality, process_count)
     sizes = {m: num_examples(config, m, 'train') for m in config.data.modalities}
-    spe = min(n // b for n in sizes.values())
-    if spe == 0:
-        raise ValueError(f'batch_per_modality={b} exceeds the smallest training split {sizes}')
-    return spe
-
-
-def random_schedule(n: int, seed: int, epoch: int, modality: str, spe: int, b: int) -> np.ndarray:
-    """int[spe, b]: item positions of every global batch of one epoch (random sampler)."""
-    return _rng(seed, epoch, _TAG_PERMUTE, _mod_id(modality)).permutation(n)[:spe * b].reshape(spe, b)
-
-
-def aligned_classes(labels: dict[str, np.ndarray], seed: int, epoch: int, spe: int,
-                    num_per_batch: int) -> np.ndarray:
-    """int[spe, P]: the classes of every step of one epoch (class-aligned sampler).
-
-    Classes come from a stream of permutations of the classes present in every
-    modality; a class already picked for the step is passed over."""
-    common = functools.reduce(np.intersect1d, [np.unique(y) for y in labels.values()])
-    if len(common) < num_per_batch:
-        raise ValueError(f'class-aligned sampling needs classes_per_batch={num_per_batch} classes '
-                         f'present in every modality {tuple(labels)}; only {len(common)} are')
-    rng = _rng(seed, epoch, _TAG_CLASSES)
-    out = np.empty((spe, num_per_batch), np.int64)
-    stream, pos = rng.permutation(common), 0
-    for t in range(spe):
-        picked: list[int] = []
-        while len(picked) < num_per_batch:
-            if pos == len(stream):
-                stream, pos = rng.permutation(common), 0
-            c = int(stream[pos])
-            pos += 1
-            if c not in picked:
-                picked.append(c)
-        out[t] = picked
-    return out
-
-
-def aligned_schedule(labels: dict[str, np.ndarray], modality: str, seed: int, epoch: int,
-                     spe: int, b: int, num_per_batch: int) -> np.ndarray:
-    """int[spe, b] item positions of one modality (class-aligned sampler): step t holds
-    b/P items of each class of aligned_classes(...)[t], class by class."""
-    if b % num_per_batch:
-        raise ValueError(f'class-aligned sampling needs batch_per_modality={b} divisible by '
-                         f'classes_per_batch={num_per_batch}')
-    k = b // num_per_batch
-    classes = aligned_classes(labels, seed, epoch, spe, num_per_batch)
-    y = labels[modality]
-    rng = _rng(seed, epoch, _TAG_ITEMS, _mod_id(modality))
-    members = {int(c): np.flatnonzero(y == c) for c in np.unique(classes)}
-    queues: dict[int, list[int]] = {c: [] for c in members}
-    out = np.empty((spe, b), np.int64)
-    for t in range(spe):
-        row = []
-        for c in classes[t]:
-            q = queues[int(c)]
-            for _ in range(k):
-                if not q:
-                    q.extend(rng.permutation(members[int(c)]).tolist()[::-1])
-                row.append(q.pop())
-        out[t] = row
-    return out
+    return samplers.steps_per_epoch(sizes, config.data.batch_per_modality)
 
 
 # ----------------------------------------------------------------------------- decoding (TF)
-
-def center_offset(resize_size: int, crop_size: int) -> int:
-    """Centre-crop offset, torchvision's rule (= images.resize_center_crop)."""
-    return int(round((resize_size - crop_size) / 2.0))
-
 
 def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool) -> Callable:
     r, s = resize_size, crop_size
@@ -249,13 +156,13 @@ def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool) ->
 
 
 def _text_fn(length: int, *, shift: bool) -> Callable:
-    shifts = tf.constant(SHIFTS, tf.int32)
+    shifts = tf.constant(TEXT_SHIFTS, tf.int32)
 
     def fn(ids: tf.Tensor, seed: tf.Tensor | None) -> tf.Tensor:
         ids = tf.cast(ids, tf.int32)
         if shift:
             k = tf.gather(shifts, tf.random.stateless_uniform(
-                [], seed=seed, minval=0, maxval=len(SHIFTS), dtype=tf.int32))
+                [], seed=seed, minval=0, maxval=len(TEXT_SHIFTS), dtype=tf.int32))
             ids = tf.concat([tf.zeros([k], tf.int32), ids], 0)[:length]
         return tf.ensure_shape(ids, [length])
     return fn
@@ -298,7 +205,8 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
     started at s.
     """
     pi, pc = _process(process_index, process_count)
-    b, bl = _check_batch(config, pc)
+    b = int(config.data.batch_per_modality)
+    bl = samplers.local_batch(b, pc)
     if start_step < 0:
         raise ValueError(f'start_step must be >= 0, got {start_step}')
     builder = load_builder(config)
@@ -309,16 +217,16 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
     labels = {m: s.labels for m, s in stores.items()}
     if config.data.class_aligned:
         P = int(config.data.classes_per_batch)
-        schedule = lambda m, e: aligned_schedule(labels, m, seed, e, spe, b, P)  # noqa: E731
+        schedule = lambda m, e: samplers.aligned_schedule(labels, m, seed, e, spe, b, P)  # noqa: E731
     else:
-        schedule = lambda m, e: random_schedule(len(labels[m]), seed, e, m, spe, b)  # noqa: E731
+        schedule = lambda m, e: samplers.random_schedule(len(labels[m]), seed, e, m, spe, b)  # noqa: E731
 
     datasets = {}
     for m in modalities:
         store = stores[m]
         gen = _train_generator(store, functools.partial(schedule, m), spe, b,
                                pi * bl, (pi + 1) * bl, start_step,
-                               int(_rng(seed, _mod_id(m), _TAG_ELEMENT).integers(2**31)))
+                               samplers.element_seed(seed, m))
         if m == 'text':
             payload_spec = tf.TensorSpec([bl, store.payload.shape[1]], tf.uint8)
         else:
@@ -360,8 +268,7 @@ class EvalData:
     """Re-iterable eval batches of one modality (each `iter()` starts over)."""
     dataset: tf.data.Dataset
     num_batches: int
-    num_examples: int      # items of the whole split (all processes)
-    local_examples: int    # items of this process's slice
+    num_examples: int      # items of the split
 
     def __iter__(self) -> Iterator[dict]:
         return self.dataset.as_numpy_iterator()
@@ -370,30 +277,23 @@ class EvalData:
         return self.num_batches
 
 
-def create_eval_iterators(config: Any, split: str = 'test', *, process_index: int | None = None,
-                          process_count: int | None = None) -> dict[str, Iterable[dict]]:
+def create_eval_iterators(config: Any, split: str = 'test') -> dict[str, Iterable[dict]]:
     """Per modality of config.data.modalities, every item of `split` exactly once.
 
     Batches: {'inputs', 'label' int32, 'mask' bool, 'index' int32} (+ 'video' int32 for
-    video frames), eval_batch_size // process_count rows, the last batch padded.
+    video frames) of eval_batch_size rows, the last batch padded. Every process that
+    calls this reads the whole split.
     """
-    pi, pc = _process(process_index, process_count)
     eb = int(config.data.eval_batch_size)
-    if eb <= 0 or eb % pc:
-        raise ValueError(f'data.eval_batch_size={eb} must be a positive multiple of the '
-                         f'process count {pc}')
-    bl = eb // pc
+    if eb <= 0:
+        raise ValueError(f'data.eval_batch_size={eb} must be positive')
     builder = load_builder(config)
     out = {}
     for m in config.data.modalities:
         name = _split_name(builder, m, split)
         n = int(builder.info.splits[name].num_examples)
-        start, end = pi * n // pc, (pi + 1) * n // pc
-        num_batches = math.ceil(math.ceil(n / pc) / bl)
-        if end > start:
-            ds = builder.as_dataset(split=f'{name}[{start}:{end}]', shuffle_files=False)
-        else:
-            ds = builder.as_dataset(split=name, shuffle_files=False).take(0)
+        num_batches = math.ceil(n / eb)
+        ds = builder.as_dataset(split=name, shuffle_files=False)
         decode = _decode_fn(config, m, train=False)
         key = 'text' if m == 'text' else 'image'
         with_video = m == 'video'
@@ -408,7 +308,7 @@ def create_eval_iterators(config: Any, split: str = 'test', *, process_index: in
         ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         pad = {k: (tf.zeros(v.shape, v.dtype) if k in ('inputs', 'mask')
                    else tf.constant(-1, tf.int32)) for k, v in ds.element_spec.items()}
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(num_batches * bl - (end - start)))
-        ds = ds.batch(bl, drop_remainder=True).prefetch(max(1, int(config.data.prefetch)))
-        out[m] = EvalData(ds.with_options(_options()), num_batches, n, end - start)
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(num_batches * eb - n))
+        ds = ds.batch(eb, drop_remainder=True).prefetch(max(1, int(config.data.prefetch)))
+        out[m] = EvalData(ds.with_options(_options()), num_batches, n)
     return out

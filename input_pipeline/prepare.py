@@ -2,144 +2,33 @@
 
 The expensive work (audio → spectrogram, image resize, text encoding) runs once here,
 in a process pool sized to the machine, and never again per epoch. Each stored image
-is an RGB JPEG already resized to `resize_size` square (see `fg_xmedia.py` for the
-quality choice), so training only decodes the crop window.
+is an RGB JPEG already resized to `resize_size` square (see `encode.JPEG_QUALITY` for
+the quality choice), so training only decodes the crop window.
 
 Bad files: with `on_error='fail'` the first bad item (in list order) stops the run
 with its `DataError` naming the file (and list line); with `'skip'` every bad item is
 left out, listed with its reason in `<prepared dir>/skipped.tsv`, and counted in the
 summary. Re-running on a prepared directory only reads its metadata.
 
-This module imports no TensorFlow at import time: the pool workers (spawned
-processes) import it to run `encode_entry`, and must start fast.
+The per-item encoding lives in `encode.py`; TensorFlow and TFDS are imported only
+when a variant is built or read.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import csv
-import dataclasses
-import io
-import multiprocessing
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Mapping
 
-import numpy as np
-
-from input_pipeline import lists
-from input_pipeline.errors import DataError, DecodeError
+from input_pipeline import encode
+from input_pipeline.encode import StoreSpec
+from input_pipeline.errors import DataError
+from input_pipeline.spec import MODALITIES, SPLITS
 
 ON_ERROR = ('fail', 'skip')
-# JPEG quality of the stored images. 95 with 4:4:4 chroma (no subsampling) keeps the
-# error far below what the network can see (PSNR > 40 dB on photos, ~1 grey level mean
-# absolute error), keeps the sharp colour edges of spectrograms, and is still ~3x
-# smaller and faster to decode than PNG; JPEG also allows decode_and_crop_jpeg.
-JPEG_QUALITY = 95
 SKIPPED_REPORT = 'skipped.tsv'
-# Below this many items in total the pool is threads: spawning processes (each
-# importing numpy/PIL/soundfile) would cost more than it saves.
-MIN_ITEMS_FOR_PROCESSES = 512
-
-
-@dataclasses.dataclass(frozen=True)
-class StoreSpec:
-    """The data-config fields that change the stored bytes (and so name a variant)."""
-    resize_size: int = 512
-    text_length: int = 448
-    alphabet: str = 'lower_space'
-    text_mode: str = 'whole'
-
-    @classmethod
-    def from_data_config(cls, data_config: Any) -> 'StoreSpec':
-        return cls(resize_size=int(data_config.resize_size),
-                   text_length=int(data_config.text_length),
-                   alphabet=str(data_config.alphabet), text_mode=str(data_config.text_mode))
-
-    @property
-    def name(self) -> str:
-        """Deterministic builder-config name, e.g. `r512_t448_lower_space_whole`."""
-        return f'r{self.resize_size}_t{self.text_length}_{self.alphabet}_{self.text_mode}'
-
-
-def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """RGB uint8[H, W, 3] → JPEG bytes (4:4:4, see JPEG_QUALITY)."""
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(img, 'RGB').save(buf, format='JPEG', quality=quality, subsampling=0)
-    return buf.getvalue()
-
-
-def encode_entry(root: str, entry: lists.ListEntry, spec: StoreSpec) -> dict[str, Any]:
-    """Decode one list entry into what the builder stores: {'image': JPEG bytes} for
-    image-like modalities (image, video frames, audio) or {'text': uint8[L]}.
-
-    Raises DataError (usually DecodeError) naming the file; a missing file raises
-    ListFormatError naming the list file and line.
-    """
-    from input_pipeline import audio, images, text  # light modules, imported in workers
-
-    path = lists.resolve_path(root, entry)
-    if entry.modality == 'text':
-        ids = text.load_text(path, alphabet=spec.alphabet, length=spec.text_length,
-                             mode=spec.text_mode)
-        return {'text': ids}
-    if entry.modality == 'audio' and audio.is_raw_audio(path):
-        img = audio.audio_to_image(path, spec.resize_size)
-    else:
-        img = images.load_image(path, spec.resize_size, spec.resize_size)
-    want = (spec.resize_size, spec.resize_size, 3)
-    if img.shape != want or img.dtype != np.uint8:
-        raise DecodeError(path, f'decoded to {img.dtype}{list(img.shape)}, expected uint8{list(want)}')
-    return {'image': encode_jpeg(img)}
-
-
-def _work(args: tuple[str, lists.ListEntry, StoreSpec]) -> tuple[bool, Any]:
-    """Pool task: (True, encoded) or (False, DataError). Never raises, so one bad
-    file does not tear down the pool; the caller decides to fail or skip."""
-    root, entry, spec = args
-    try:
-        return True, encode_entry(root, entry, spec)
-    except DataError as e:
-        return False, e
-    except Exception as e:  # noqa: BLE001 - any library error becomes a per-file error
-        return False, DecodeError(getattr(e, 'filename', None) or entry.path,
-                                  f'{type(e).__name__}: {e}')
-
-
-def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any],
-                executor: cf.Executor | None, window: int) -> Iterator[Any]:
-    """fn over items, results in input order, at most `window` tasks in flight (so
-    finished JPEGs do not pile up in memory while the writer catches up)."""
-    if executor is None:
-        yield from map(fn, items)
-        return
-    pending: collections.deque = collections.deque()
-    for item in items:
-        pending.append(executor.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def make_executor(num_items: int, num_workers: int | None = None,
-                  kind: str = 'auto') -> cf.Executor | None:
-    """A pool sized to the cores: processes for real datasets (decoding holds the
-    GIL in parts), threads for tiny ones; None when one worker is asked for."""
-    n = num_workers or os.cpu_count() or 1
-    if n <= 1:
-        return None
-    if kind == 'auto':
-        kind = 'process' if num_items >= MIN_ITEMS_FOR_PROCESSES else 'thread'
-    if kind == 'thread':
-        return cf.ThreadPoolExecutor(n)
-    if kind == 'process':
-        # 'spawn', not fork: the parent has TensorFlow's threads running.
-        return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('spawn'))
-    raise ValueError(f'unknown pool kind {kind!r}; expected auto, thread or process')
 
 
 def prepared_dir(data_dir: str | os.PathLike, data_config: Any) -> Path:
@@ -170,21 +59,14 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_con
     spec = StoreSpec.from_data_config(data_config)
     builder = fg_xmedia.FgXMedia(data_dir=os.fspath(data_dir), config=fg_xmedia.make_config(spec),
                                  on_error=on_error, progress=progress,
-                                 num_classes=int(data_config.num_classes))
+                                 num_classes=int(data_config.num_classes),
+                                 num_workers=encode.resolve_workers(num_workers), pool=pool)
     out_dir = Path(builder.data_dir)
     rebuilt = not builder.is_prepared()
     if rebuilt:
-        num_items = _count_list_lines(manual_dir)
-        executor = make_executor(num_items, num_workers, pool)
-        builder.executor = executor
-        try:
-            tfds.disable_progress_bar()  # our per-file bar (fg_xmedia) says more
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-        finally:
-            builder.executor = None
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+        tfds.disable_progress_bar()  # our per-file bar (fg_xmedia) says more
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
         write_skipped_report(out_dir / SKIPPED_REPORT, builder.skipped)
     counts = counts_of(builder)
     if progress:
@@ -198,13 +80,13 @@ def counts_of(builder: Any) -> dict[str, dict[str, int]]:
     for name, info in builder.info.splits.items():
         modality, split = name.rsplit('_', 1)
         counts.setdefault(modality, {})[split] = int(info.num_examples)
-    return {m: counts[m] for m in lists.MODALITIES if m in counts}
+    return {m: counts[m] for m in MODALITIES if m in counts}
 
 
 def summary(counts: Mapping[str, Mapping[str, int]], out_dir: Path, rebuilt: bool,
             skipped: int) -> str:
     """Human-readable per-modality/split table for the end of `dcinet prepare`."""
-    splits = list(lists.SPLITS)
+    splits = list(SPLITS)
     rows = [f'{"modality":<10}' + ''.join(f'{s:>10}' for s in splits)]
     for m, per in counts.items():
         rows.append(f'{m:<10}' + ''.join(f'{per.get(s, 0):>10}' for s in splits))
@@ -233,13 +115,6 @@ def read_skipped_report(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def _read_skipped_count(path: Path) -> int:
     return len(read_skipped_report(path)) if path.is_file() else 0
-
-
-def _count_list_lines(root: Path) -> int:
-    n = 0
-    for f in (root / 'list').glob('*/*.txt'):
-        n += sum(1 for line in open(f, 'rb') if line.strip())
-    return n
 
 
 def prepare_main(manual_dir: str | os.PathLike, data_dir: str | os.PathLike,

@@ -13,27 +13,13 @@ import os
 import numpy as np
 
 from input_pipeline.errors import DecodeError
-
-_ORIGINAL = ('abcdefghijklmnopqrstuvwxyz0123456789'
-             ',;.!?:\'"/\\|_@#$%^&*~`+-=<>()[]{}')
-
-ALPHABETS: dict[str, str] = {
-    # The char-CNN alphabet: 68 characters, no space, case kept (upper case is dropped).
-    'original': _ORIGINAL,
-    # Later reference code: leading space (69 characters) and lower-cased text. Default.
-    'lower_space': ' ' + _ORIGINAL,
-}
-
-# Train-time position shifts: prepend k zeros, k drawn uniformly from SHIFTS. The
-# random draw belongs to the tf.data pipeline; this is the set it draws from.
-SHIFTS = (0, 2, 4, 6, 8)
-
-TEXT_MODES = ('whole', 'last_line')
+from input_pipeline.spec import ALPHABETS, TEXT_MODES, VOCAB_SIZES
 
 
 def vocab_size(alphabet: str = 'lower_space') -> int:
     """Embedding rows needed: the alphabet plus the padding index 0."""
-    return len(_alphabet(alphabet)) + 1
+    _alphabet(alphabet)
+    return VOCAB_SIZES[alphabet]
 
 
 @functools.lru_cache(maxsize=None)

@@ -39,9 +39,9 @@ def cfg(test_config, demo_prepared_dir):
 def stored(test_config, demo_prepared_dir):
     """Per modality: train items as PIL-decoded full images (or text ids) and labels."""
     import tensorflow_datasets as tfds
-    from input_pipeline import fg_xmedia, prepare
+    from input_pipeline import encode, fg_xmedia
     b = fg_xmedia.FgXMedia(data_dir=str(demo_prepared_dir), config=fg_xmedia.make_config(
-        prepare.StoreSpec.from_data_config(test_config.data)))
+        encode.StoreSpec.from_data_config(test_config.data)))
     out = {}
     for m in ('image', 'audio', 'text'):
         exs = list(tfds.as_numpy(b.as_dataset(split=f'{m}_train', shuffle_files=False)))
@@ -285,34 +285,28 @@ def test_augment_is_a_random_crop_and_flip(cfg, stored):
     assert {w[2] for w in windows['audio']} == {False}            # spectrograms are not
 
 
-@pytest.mark.parametrize('process_count', [1, 2])
-def test_eval_covers_each_item_once(test_config, demo_prepared_dir, demo_raw_dir, process_count):
+def test_eval_covers_each_item_once(test_config, demo_prepared_dir, demo_raw_dir):
     from input_pipeline import pipeline
     c = _cfg(test_config, demo_prepared_dir, modalities=('image', 'audio', 'text', 'video'))
-    eb = c.data.eval_batch_size // process_count
-    per_proc = [pipeline.create_eval_iterators(c, 'test', process_index=p,
-                                               process_count=process_count)
-                for p in range(process_count)]
+    eb = c.data.eval_batch_size
+    its = pipeline.create_eval_iterators(c, 'test')
     for m in c.data.modalities:
         entries = lists.read_list(demo_raw_dir, m, 'test')
-        assert pipeline.num_examples(c, m, 'test') == len(entries)
+        assert pipeline.num_examples(c, m, 'test') == len(entries) == its[m].num_examples
         seen_index, seen_label, seen_video = [], [], []
-        # Every process runs the same number of eval steps, as len() announces.
-        nbs = [len(list(its[m])) for its in per_proc]
-        assert len(set(nbs)) == 1 and all(len(its[m]) == nbs[0] for its in per_proc)
-        for its in per_proc:
-            for batch in its[m]:
-                assert batch['inputs'].shape[0] == eb
-                assert batch['mask'].dtype == bool and batch['index'].dtype == np.int32
-                mask = batch['mask']
-                assert (batch['index'][~mask] == -1).all()
-                assert not batch['inputs'][~mask].any()
-                seen_index += batch['index'][mask].tolist()
-                seen_label += batch['label'][mask].tolist()
-                if m == 'video':
-                    seen_video += batch['video'][mask].tolist()
-        assert sorted(seen_index) == list(range(len(entries)))
-        assert seen_index == sorted(seen_index)   # list order
+        batches = list(its[m])
+        assert len(batches) == len(its[m]) == -(-len(entries) // eb)
+        for batch in batches:
+            assert batch['inputs'].shape[0] == eb
+            assert batch['mask'].dtype == bool and batch['index'].dtype == np.int32
+            mask = batch['mask']
+            assert (batch['index'][~mask] == -1).all()
+            assert not batch['inputs'][~mask].any()
+            seen_index += batch['index'][mask].tolist()
+            seen_label += batch['label'][mask].tolist()
+            if m == 'video':
+                seen_video += batch['video'][mask].tolist()
+        assert seen_index == list(range(len(entries)))   # each once, in list order
         assert seen_label == [e.label for e in entries]
         if m == 'video':
             vids = [lists.video_id(e) for e in entries]
@@ -325,7 +319,7 @@ def test_eval_inputs_match_reference_preprocessing(test_config, demo_prepared_di
     c = _cfg(test_config, demo_prepared_dir, modalities=('image',))
     d = c.data
     entries = lists.read_list(demo_raw_dir, 'image', 'test')
-    batch = next(iter(pipeline.create_eval_iterators(c, process_index=0, process_count=1)['image']))
+    batch = next(iter(pipeline.create_eval_iterators(c)['image']))
     for row in np.flatnonzero(batch['mask'])[::3]:
         e = entries[batch['index'][row]]
         want = images.load_image(lists.resolve_path(demo_raw_dir, e), d.resize_size, d.image_size)

@@ -26,9 +26,9 @@ def _psnr(a, b):
 
 
 def _builder(data_dir, data_config):
-    from input_pipeline import fg_xmedia, prepare
+    from input_pipeline import encode, fg_xmedia
     return fg_xmedia.FgXMedia(data_dir=os.fspath(data_dir), config=fg_xmedia.make_config(
-        prepare.StoreSpec.from_data_config(data_config)))
+        encode.StoreSpec.from_data_config(data_config)))
 
 
 def _examples(builder, split):
@@ -37,10 +37,10 @@ def _examples(builder, split):
 
 
 def test_builder_config_name_is_deterministic(test_config):
-    from input_pipeline import prepare
-    spec = prepare.StoreSpec.from_data_config(test_config.data)
+    from input_pipeline import encode
+    spec = encode.StoreSpec.from_data_config(test_config.data)
     assert spec.name == 'r72_t64_lower_space_whole'
-    assert prepare.StoreSpec(512, 448, 'original', 'last_line').name == 'r512_t448_original_last_line'
+    assert encode.StoreSpec(512, 448, 'original', 'last_line').name == 'r512_t448_original_last_line'
 
 
 def test_paper_and_custom_variants_share_a_data_dir(tmp_path):
@@ -151,7 +151,7 @@ def test_fail_names_the_bad_item(kind, demo_raw_dir, test_config, tmp_path):
 
 def test_skip_reports_and_excludes_bad_items_and_rerun_is_fast(demo_raw_dir, test_config,
                                                              tmp_path, monkeypatch):
-    from input_pipeline import fg_xmedia, prepare
+    from input_pipeline import encode, prepare
     raw = _small_raw(Path(demo_raw_dir), tmp_path / 'raw')
     bad = [_add_bad(raw, k) for k in ('corrupt_jpeg', 'bad_audio', 'empty_text', 'missing')]
     out = tmp_path / 'out'
@@ -177,8 +177,8 @@ def test_skip_reports_and_excludes_bad_items_and_rerun_is_fast(demo_raw_dir, tes
 
     def no_decode(*args, **kwargs):
         raise AssertionError('re-run decoded an item')
-    monkeypatch.setattr(fg_xmedia, '_work', no_decode)
-    monkeypatch.setattr(prepare, 'encode_entry', no_decode)
+    monkeypatch.setattr(encode, 'try_encode', no_decode)
+    monkeypatch.setattr(encode, 'encode_entry', no_decode)
     t0 = time.perf_counter()
     again = prepare.prepare(raw, out, test_config.data, on_error='skip', progress=False)
     assert time.perf_counter() - t0 < 2.0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from input_pipeline import text
+from input_pipeline import spec, text
 from input_pipeline.errors import DecodeError
 
 
@@ -14,7 +14,8 @@ def test_alphabets_exactly_as_spec():
     assert len(text.ALPHABETS['original']) == 68
     assert text.ALPHABETS['lower_space'] == ' ' + original
     assert len(set(text.ALPHABETS['lower_space'])) == 69
-    assert text.vocab_size('lower_space') == 70
+    assert text.vocab_size('lower_space') == spec.VOCAB_SIZES['lower_space'] == 70
+    assert text.vocab_size('original') == spec.VOCAB_SIZES['original'] == 69
 
 
 def test_known_string_lower_space():
@@ -104,12 +105,12 @@ def test_load_text_all_outside_alphabet(tmp_path):
 
 def test_position_shift():
     ids = np.arange(1, 9, dtype=np.uint8)
-    for k in text.SHIFTS:
+    for k in spec.TEXT_SHIFTS:
         got = text.position_shift(ids, k)
         ref = np.concatenate([np.zeros(k, np.uint8), ids])[:8]   # the reference's list build
         np.testing.assert_array_equal(got, ref)
         assert got.dtype == ids.dtype
     np.testing.assert_array_equal(text.position_shift(ids, 20), np.zeros(8))
-    assert text.SHIFTS == (0, 2, 4, 6, 8)
+    assert spec.TEXT_SHIFTS == (0, 2, 4, 6, 8)
     with pytest.raises(ValueError):
         text.position_shift(ids, -1)
