@@ -1,4 +1,4 @@
-"""Raw audio → spectrogram image, reproducing the reference rendering (SPEC 2.2).
+"""Raw audio → spectrogram image, reproducing the reference rendering (`docs/data.md`).
 
 Reference: mono at 22,050 Hz, |STFT| (n_fft 2048, hop 512, Hann, centred, linear
 frequency), dB relative to the clip maximum limited to 80 dB below it, magma colours,
@@ -8,10 +8,10 @@ and mapped through a 256-entry magma lookup table.
 
 Edge cases, each with a defined result:
 - silent clip (all zeros): every value is -80 dB (no division by zero, no NaN);
-- clip shorter than one FFT frame (n < n_fft): zero-padded at the end to n_fft samples
-  before the STFT. (librosa's centred STFT itself zero-pads n_fft/2 on both sides and
-  returns 1 + n // hop frames, with a warning; padding first gives a fixed minimum of
-  1 + n_fft // hop frames and no warning);
+- clip shorter than one FFT frame (n < n_fft): as in the reference, the centred STFT
+  runs on the clip as it is (zero padding of n_fft/2 on both sides, librosa's warning
+  silenced), giving 1 + n // hop frames that are stretched over the image width like
+  any other clip; a 1-sample clip gives one frame, rendered as one colour per row;
 - stereo/multi-channel: channels averaged; other sample rates: resampled (soxr, as
   librosa.load does);
 - unreadable, truncated (WAV header longer than the file, FLAC sync lost), empty or
@@ -49,6 +49,11 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     import soundfile as sf  # imported here: only the prepare step needs it
 
     path = os.fspath(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise DecodeError(path, 'file is empty (0 bytes)')
+    except OSError as e:
+        raise DecodeError(path, f'cannot read audio file: {e.strerror or e}') from None
     _check_wav_length(path)
     try:
         data, file_sr = sf.read(path, dtype='float32', always_2d=True)
@@ -119,10 +124,11 @@ def spectrogram_db(y: np.ndarray, *, n_fft: int = N_FFT, hop_length: int = HOP_L
     y = np.asarray(y, np.float32)
     if y.ndim != 1:
         raise ValueError(f'expected mono samples float[n], got shape {y.shape}')
-    if y.shape[0] < n_fft:
-        y = np.pad(y, (0, n_fft - y.shape[0]))
-    mag = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length, window='hann',
-                              center=True, pad_mode='constant'))
+    with warnings.catch_warnings():
+        # A clip shorter than n_fft: librosa warns, then does what the reference does.
+        warnings.filterwarnings('ignore', message='n_fft=.* is too large')
+        mag = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length, window='hann',
+                                  center=True, pad_mode='constant'))
     peak = float(mag.max())
     if not peak > 0.0 or not np.isfinite(peak):
         return np.full(mag.shape, -top_db, np.float32)

@@ -1,4 +1,4 @@
-"""Image bytes → RGB uint8 arrays, and the square-resize + centre-crop of SPEC 2.1.
+"""Image bytes → RGB uint8 arrays, and the square resize + centre crop (`docs/data.md`).
 
 Decoding mirrors the reference `PIL.Image.open(f).convert('RGB')`: grayscale and
 palette images are expanded, CMYK uses PIL's conversion, alpha is dropped (not
@@ -37,6 +37,8 @@ def decode_image(data: bytes, *, source: str) -> np.ndarray:
             return _to_rgb(img)
     except DecodeError:
         raise
+    except Image.UnidentifiedImageError:
+        raise DecodeError(source, 'cannot decode image: not a known image format') from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:
         raise DecodeError(source, f'cannot decode image: {e}') from None
 
@@ -80,4 +82,6 @@ def load_image(path: str | os.PathLike, resize_size: int, crop_size: int) -> np.
         data = open(path, 'rb').read()
     except OSError as e:
         raise DecodeError(path, f'cannot read image file: {e.strerror or e}') from None
+    if not data:
+        raise DecodeError(path, 'file is empty (0 bytes)')
     return resize_center_crop(decode_image(data, source=path), resize_size, crop_size)

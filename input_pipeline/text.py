@@ -1,4 +1,4 @@
-"""Text files → fixed-length character index sequences (SPEC 2.3).
+"""Text files → fixed-length character index sequences (see `docs/data.md`).
 
 Index 0 is padding; character alphabet[i] has index i + 1. Characters outside the
 alphabet are dropped (not mapped to an "unknown" index), then the sequence is
@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from input_pipeline.errors import DecodeError
-from input_pipeline.spec import ALPHABETS, TEXT_MODES, VOCAB_SIZES
+from input_pipeline.spec import ALPHABETS, TEXT_ERRORS, TEXT_MODES, VOCAB_SIZES
 
 
 def vocab_size(alphabet: str = 'lower_space') -> int:
@@ -52,46 +52,70 @@ def encode_text(text: str, *, alphabet: str = 'lower_space', length: int = 448) 
 
 
 def read_text(path: str | os.PathLike, *, mode: str = 'whole', errors: str = 'strict') -> str:
-    """The text of one sample file.
+    r"""The text of one sample file.
 
     mode 'whole' (default): every non-empty line, stripped, joined by one space.
-    mode 'last_line': the last non-empty line, stripped. The reference code keeps the
-    file's last line; files there hold one paragraph, so this is the same text, and
-    skipping trailing blank lines avoids an empty sample.
 
-    The file is UTF-8 (a leading BOM is ignored). Undecodable bytes raise DecodeError
-    naming the file and line; `errors='replace'` instead turns them into U+FFFD,
-    which no alphabet contains, so they are dropped by `encode_text`. A file with no
-    text raises DecodeError: an empty text cannot be a sample.
+    mode 'last_line': the reference reading. The reference loader is described as
+    reading only the last line of a file; we read "line" as Python's text-mode file
+    iteration defines it: lines end at LF, CR LF or a lone CR (and nowhere else: form
+    feed, U+0085 and U+2028 stay inside the line), and a final line break ends the
+    last line instead of starting an empty one. So the result is
+    `open(path).readlines()[-1]` without its line break: nothing is stripped (spaces
+    are kept; space is index 1 of the 'lower_space' alphabet), "a\nb\n" gives "b",
+    and a file ending in a blank line ("a\nb\n\n") gives "" (an all-padding sample,
+    as in the reference).
+
+    The file is UTF-8 (a leading BOM is ignored). `errors` is bytes.decode's: with
+    'strict' undecodable bytes raise DecodeError naming the file, line and byte
+    offset; 'replace' turns them into U+FFFD and 'ignore' drops them (U+FFFD is in no
+    alphabet, so both lose the same characters). A 0-byte file raises DecodeError,
+    and so does a file without a non-blank line in mode 'whole'.
     """
     if mode not in TEXT_MODES:
         raise ValueError(f'unknown text mode {mode!r}; expected one of {TEXT_MODES}')
+    if errors not in TEXT_ERRORS:
+        raise ValueError(f'unknown errors choice {errors!r}; expected one of {TEXT_ERRORS}')
     path = os.fspath(path)
     try:
         data = open(path, 'rb').read()
     except OSError as e:
         raise DecodeError(path, f'cannot read text file: {e.strerror or e}') from None
+    if not data:
+        raise DecodeError(path, 'file is empty (0 bytes)')
     try:
         text = data.decode('utf-8-sig', errors=errors)
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b'\n') + 1
-        raise DecodeError(path, f'not valid UTF-8 ({e.reason}, byte {e.start}: '
-                                f'{data[e.start:e.start + 1]!r}); pass errors="replace" to '
-                                'drop undecodable bytes', line=line) from None
+        raise DecodeError(path, f'not valid UTF-8 ({e.reason} at byte offset {e.start}: '
+                                f'{data[e.start:e.start + 1]!r}); set '
+                                '--config.data.text_errors=replace to decode anyway',
+                          line=line) from None
+    if mode == 'last_line':
+        return _last_line(text)
     lines = [ln.strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln]
     if not lines:
         raise DecodeError(path, 'text file is empty (no non-blank line)')
-    return ' '.join(lines) if mode == 'whole' else lines[-1]
+    return ' '.join(lines)
+
+
+def _last_line(text: str) -> str:
+    """The last line, line breaks as in Python's universal newlines (LF, CR LF, CR)."""
+    lines = text.replace('\r\n', '\n').replace('\r', '\n').split('\n')
+    if len(lines) > 1 and lines[-1] == '':
+        lines.pop()          # the final break ends the last line
+    return lines[-1]
 
 
 def load_text(path: str | os.PathLike, *, alphabet: str = 'lower_space', length: int = 448,
               mode: str = 'whole', errors: str = 'strict') -> np.ndarray:
-    """read_text + encode_text. Raises DecodeError when nothing of the text is in the
-    alphabet (the sample would be all padding)."""
+    """read_text + encode_text. In mode 'whole' a text of which nothing is in the
+    alphabet (the sample would be all padding) raises DecodeError; mode 'last_line'
+    keeps such a sample, as the reference does."""
     ids = encode_text(read_text(path, mode=mode, errors=errors), alphabet=alphabet,
                       length=length)
-    if not ids.any():
+    if mode == 'whole' and not ids.any():
         raise DecodeError(path, f'no character of the text is in the {alphabet!r} alphabet')
     return ids
 

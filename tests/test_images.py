@@ -1,4 +1,4 @@
-"""input_pipeline/images.py: decoding to RGB and the square resize + centre crop (SPEC 2.1)."""
+"""input_pipeline/images.py: decoding to RGB and the square resize + centre crop."""
 
 import io
 

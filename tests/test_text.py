@@ -1,4 +1,4 @@
-"""input_pipeline/text.py: alphabets, encoding, file reading, position shift (SPEC 2.3)."""
+"""input_pipeline/text.py: alphabets, encoding, file reading, position shift."""
 
 import numpy as np
 import pytest
@@ -53,13 +53,58 @@ def test_unknown_alphabet():
         text.encode_text('x', alphabet='nope')
 
 
-def test_read_text_whole_and_last_line(tmp_path):
+def test_read_text_whole(tmp_path):
     p = tmp_path / 'a.txt'
     p.write_text('  First line.\n\nSecond  line \r\nLast line!\n\n', encoding='utf-8')
     assert text.read_text(p) == 'First line. Second  line Last line!'
-    assert text.read_text(p, mode='last_line') == 'Last line!'
     with pytest.raises(ValueError, match='unknown text mode'):
         text.read_text(p, mode='first')
+
+
+def _reference_last_line(path):
+    """The reference reading, restated literally: the last of the lines a text-mode
+    file yields (universal newlines), without its line break."""
+    with open(path, encoding='utf-8-sig') as f:
+        return f.readlines()[-1].rstrip('\n')
+
+
+LAST_LINE_CASES = [
+    'First line.\nSecond  line \r\nLast line!\n',   # final break ends the last line
+    'First line.\nLast line!\n\n',                  # ends in a blank line: empty text
+    'a\r\nb\r\n\r\n',                               # the same with CR LF
+    'a\rb\r',                                       # lone CR breaks lines too
+    'only line, no break',
+    '  spaced   out  \n',                           # spaces are kept, nothing stripped
+    'x\x0cy\u2028z\x85w \n',                        # FF, LS, NEL stay inside the line
+    'one\n\t \n',                                   # whitespace-only last line is kept
+    '\n',
+    '\ufeffBOM, then text',
+]
+
+
+@pytest.mark.parametrize('content', LAST_LINE_CASES)
+def test_last_line_is_the_reference_reading(tmp_path, content):
+    p = tmp_path / 'a.txt'
+    p.write_bytes(content.encode('utf-8'))
+    got = text.read_text(p, mode='last_line')
+    assert got == _reference_last_line(p)
+    for alphabet in spec.ALPHABETS:
+        np.testing.assert_array_equal(
+            text.load_text(p, mode='last_line', alphabet=alphabet, length=32),
+            text.encode_text(_reference_last_line(p), alphabet=alphabet, length=32))
+
+
+def test_last_line_values(tmp_path):
+    p = tmp_path / 'a.txt'
+    p.write_bytes(b'First.\nLast line!\n')
+    assert text.read_text(p, mode='last_line') == 'Last line!'
+    p.write_bytes(b'First.\nLast line!\n\n')
+    assert text.read_text(p, mode='last_line') == ''
+    # The reference keeps such a file as an all-padding sample; so does last_line.
+    assert not text.load_text(p, mode='last_line', length=8).any()
+    p.write_bytes(b' a b\n')
+    np.testing.assert_array_equal(text.load_text(p, mode='last_line', length=6),
+                                  [1, 2, 1, 3, 0, 0])   # space is index 1
 
 
 def test_read_text_bom_and_non_ascii(tmp_path):
@@ -68,13 +113,19 @@ def test_read_text_bom_and_non_ascii(tmp_path):
     assert text.read_text(p) == 'Café naïve'
 
 
-def test_non_utf8_file_raises_with_line(tmp_path):
+def test_non_utf8_file_raises_with_line_offset_and_hint(tmp_path):
     p = tmp_path / 'bad.txt'
     p.write_bytes(b'good line\nbad \xff byte\n')
     with pytest.raises(DecodeError) as e:
         text.read_text(p)
     assert e.value.path == str(p) and e.value.line == 2
     assert str(e.value).startswith(f'{p}:2:')
+    assert 'byte offset 14' in str(e.value)
+    assert 'set --config.data.text_errors=replace to decode anyway' in str(e.value)
+    assert '\n' not in str(e.value)
+    assert text.read_text(p, errors='ignore') == 'good line bad  byte'
+    with pytest.raises(ValueError, match='unknown errors'):
+        text.read_text(p, errors='surrogateescape')
     # The documented fallback: replacement characters, dropped by the encoder.
     s = text.read_text(p, errors='replace')
     assert s == 'good line bad \ufffd byte'
@@ -89,6 +140,14 @@ def test_empty_file_raises(tmp_path, content):
     with pytest.raises(DecodeError, match='empty') as e:
         text.read_text(p)
     assert e.value.path == str(p)
+
+
+def test_zero_byte_file_is_empty_in_both_modes(tmp_path):
+    p = tmp_path / 'empty.txt'
+    p.write_bytes(b'')
+    for mode in spec.TEXT_MODES:
+        with pytest.raises(DecodeError, match=r'file is empty \(0 bytes\)'):
+            text.read_text(p, mode=mode)
 
 
 def test_missing_file_raises(tmp_path):
