@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.prefetch = 2              # batches prefetched by tf.data and to the device
     d.eval_batch_size = 64
     d.on_error = 'fail'         # `dcinet prepare`: 'fail' or 'skip' (writes a report)
+    d.text_errors = 'strict'    # `dcinet prepare`, non-UTF-8 text bytes: 'strict' (error), 'replace' or 'ignore'
 
     c.model = m = ml_collections.ConfigDict()
     m.backbone = 'resnet50'     # resnet18/34/50/101/152, or 'custom' with the two fields below

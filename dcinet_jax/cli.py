@@ -98,12 +98,22 @@ def prepare(argv):
         flags.DEFINE_enum('on_error', None, ['fail', 'skip'],
                           'bad items: stop (fail) or skip them and write a report '
                           '(default: the config\'s data.on_error)', flag_values=fv)
+        flags.DEFINE_bool('force', False, 'rebuild the prepared variant even when its '
+                          'record matches the sources', flag_values=fv)
         _config_flag(fv, required=False, default=_default_config_path())
     fv = _flag_values(argv, define, 'dcinet prepare')
     from input_pipeline import prepare as prepare_lib
+    from input_pipeline.errors import DataError
     config = _config(fv)
-    prepare_lib.prepare_main(fv.manual_dir, fv.data_dir, config,
-                             fv.on_error or config.data.on_error)
+    on_error = fv.on_error or config.data.on_error
+    try:
+        prepare_lib.prepare_main(fv.manual_dir, fv.data_dir, config, on_error, force=fv.force)
+    except DataError as e:
+        if os.environ.get('DCINET_TRACEBACK'):
+            raise
+        # One message: the fault, then what to do (never the mode already chosen).
+        sys.exit(f'dcinet prepare: error: {e}\n{prepare_lib.error_hint(on_error)}\n'
+                 '(set DCINET_TRACEBACK=1 for the traceback)')
 
 
 @command('summary', 'print the parameter table of a config without allocating it')

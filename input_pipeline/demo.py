@@ -1,4 +1,4 @@
-"""A generated stand-in for PKU FG-XMedia, in the exact on-disk layout (SPEC 1.1).
+"""A generated stand-in for PKU FG-XMedia, in the exact on-disk layout (`docs/data.md`).
 
 The real data set cannot be shipped, so this module draws a small one whose classes
 are learnable in every modality with fine-grained differences between neighbouring

@@ -63,9 +63,11 @@ def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buf.getvalue()
 
 
-def encode_entry(root: str, entry: lists.ListEntry, spec: StoreSpec) -> dict[str, Any]:
+def encode_entry(root: str, entry: lists.ListEntry, spec: StoreSpec, *,
+                 text_errors: str = 'strict') -> dict[str, Any]:
     """Decode one list entry into what the builder stores: {'image': JPEG bytes} for
     image-like modalities (image, video frames, audio) or {'text': uint8[L]}.
+    `text_errors` is the `errors=` of text.read_text (undecodable bytes).
 
     Raises DataError (usually DecodeError) naming the file; a missing file raises
     ListFormatError naming the list file and line.
@@ -75,7 +77,7 @@ def encode_entry(root: str, entry: lists.ListEntry, spec: StoreSpec) -> dict[str
     path = lists.resolve_path(root, entry)
     if entry.modality == 'text':
         ids = text.load_text(path, alphabet=spec.alphabet, length=spec.text_length,
-                             mode=spec.text_mode)
+                             mode=spec.text_mode, errors=text_errors)
         return {'text': ids}
     if entry.modality == 'audio' and audio.is_raw_audio(path):
         img = audio.audio_to_image(path, spec.resize_size)
@@ -87,12 +89,13 @@ def encode_entry(root: str, entry: lists.ListEntry, spec: StoreSpec) -> dict[str
     return {'image': encode_jpeg(img)}
 
 
-def try_encode(args: tuple[str, lists.ListEntry, StoreSpec]) -> tuple[bool, Any]:
-    """Pool task: (True, encoded) or (False, DataError). Never raises, so one bad
-    file does not tear down the pool; the caller decides to fail or skip."""
-    root, entry, spec = args
+def try_encode(args: tuple[str, lists.ListEntry, StoreSpec, str]) -> tuple[bool, Any]:
+    """Pool task on (root, entry, spec, text_errors): (True, encoded) or (False,
+    DataError). Never raises, so one bad file does not tear down the pool; the caller
+    decides to fail or skip."""
+    root, entry, spec, text_errors = args
     try:
-        return True, encode_entry(root, entry, spec)
+        return True, encode_entry(root, entry, spec, text_errors=text_errors)
     except DataError as e:
         return False, e
     except Exception as e:  # noqa: BLE001 - any library error becomes a per-file error

@@ -33,6 +33,15 @@ def _rebuild(cls, path, what, line):
     return cls(path, what, line=line)
 
 
+def with_list_line(err: DataError, list_file: str, line: int) -> DataError:
+    """`err` about a media file, saying which list line named that file: the same
+    error type and path, with " (listed at list_file:line)" added. An error that
+    already points at the list file is returned as it is."""
+    if err.path == list_file:
+        return err
+    return type(err)(err.path, f'{err.what} (listed at {list_file}:{line})', line=err.line)
+
+
 class ListFormatError(DataError):
     """A list file (`list/<modality>/<split>.txt`, `testlabel.txt`) is malformed or
     points at something that is not there."""

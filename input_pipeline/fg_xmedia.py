@@ -24,6 +24,7 @@ encode.make_executor), created for the build and shut down after it.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from input_pipeline import encode, lists
+from input_pipeline import encode, errors, lists
 from input_pipeline.encode import StoreSpec
 from input_pipeline.spec import MODALITY_IDS, SPLITS
 
@@ -76,6 +77,25 @@ def _new_config(spec: StoreSpec) -> FgXMediaConfig:
 _PAPER_CONFIG = _new_config(StoreSpec())
 
 
+def open_builder(data_dir: str | os.PathLike, spec: StoreSpec, **build_options: Any) -> 'FgXMedia':
+    """The builder of variant `spec` in `data_dir`; `build_options` are FgXMedia's own
+    constructor arguments."""
+    return FgXMedia(data_dir=os.fspath(data_dir), config=make_config(spec), **build_options)
+
+
+class _QuietTfds(logging.Filter):
+    """Drops TFDS's warnings about what is normal here: a custom builder config, and a
+    variant folder that has no dataset_info.json yet (it is being built)."""
+    NORMAL = ('Using custom data configuration', 'has no dataset_info.json')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in self.NORMAL)
+
+
+logging.getLogger('absl').addFilter(_QuietTfds())
+
+
 class FgXMedia(tfds.core.GeneratorBasedBuilder):
     """PKU FG-XMedia (200 bird species; image, audio, text, video) from a manual dir."""
 
@@ -94,10 +114,12 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, *, on_error: str = 'fail', progress: bool = False,
                  num_classes: int = 200, num_workers: int = 1, pool: str = 'auto',
-                 **kwargs: Any):
-        """`num_workers` items are encoded at a time, in a pool of kind `pool`
-        ('thread', 'process', or 'auto': processes from encode.MIN_ITEMS_FOR_PROCESSES
-        items on); the other arguments only matter when building."""
+                 text_errors: str = 'strict', **kwargs: Any):
+        """Build options (reading ignores them): `on_error` 'fail' or 'skip';
+        `num_classes` bounds the list labels; `num_workers` items are encoded at a
+        time, in a pool of kind `pool` ('thread', 'process', or 'auto': processes from
+        encode.MIN_ITEMS_FOR_PROCESSES items on); `text_errors` is how undecodable
+        text bytes are handled (text.read_text)."""
         super().__init__(**kwargs)
         if pool not in encode.POOL_KINDS:
             raise ValueError(f'unknown pool kind {pool!r}; expected one of {encode.POOL_KINDS}')
@@ -106,8 +128,10 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
         self.num_classes = num_classes
         self.num_workers = max(1, int(num_workers))
         self.pool = pool
+        self.text_errors = text_errors
         self._executor = None                 # lives for one _download_and_prepare
-        self.skipped: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, Any]] = []   # rows of the skipped report
+        self.max_labels: dict[str, int] = {}      # split name -> largest stored label
 
     @property
     def spec(self) -> StoreSpec:
@@ -132,6 +156,13 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
             homepage='https://github.com/PKU-ICST-MIPL/FGCrossNet_ACMMM2019',
         )
 
+    def _log_download_bytes(self) -> None:
+        """Quiet: TFDS would announce an "Unknown size" download; the per-file bars and
+        `prepare`'s summary say what happens."""
+
+    def _log_download_done(self) -> None:
+        """Quiet, as _log_download_bytes."""
+
     def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
         num_items = _count_list_lines(os.fspath(dl_manager.manual_dir))
         self._executor = encode.make_executor(num_items, self.num_workers, self.pool)
@@ -148,51 +179,82 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
         if not modalities:
             raise FileNotFoundError(f'{root}: no list/<modality>/<split>.txt found\n'
                                     + MANUAL_DOWNLOAD_INSTRUCTIONS)
-        # Missing files are found up front when failing fast; when skipping they
-        # become per-item errors (reported like any other bad item).
-        check = self.on_error == 'fail'
+        # Failing fast: every list fault, missing files included, stops the build
+        # before anything is decoded. Skipping: a bad list line is one skipped row,
+        # and a missing file becomes a per-item error like any other bad item.
+        skip = self.on_error == 'skip'
         out = {}
         for m in modalities:
             for s in SPLITS:
                 if lists.list_file(root, m, s).is_file():
+                    bad: list[lists.BadLine] = []
                     entries = lists.read_list(root, m, s, num_classes=self.num_classes,
-                                              check_files=check)
-                    out[f'{m}_{s}'] = self._generate_examples(root, entries)
+                                              check_files=not skip,
+                                              skipped=bad if skip else None)
+                    for b in bad:
+                        self._skip(b.modality, b.split, b.list_file, b.line, b.path, b.error)
+                    out[f'{m}_{s}'] = self._generate_examples(root, entries, f'{m}_{s}')
         return out
 
-    def _generate_examples(self, root: str, entries: list[lists.ListEntry]):
+    def _skip(self, modality: str, split: str, list_file: str, line: int, path: str,
+              error: Exception) -> None:
+        self.skipped.append(dict(modality=modality, split=split, list_file=list_file,
+                                 line=line, path=path, reason=str(error)))
+
+    def _video_numbers(self, entries: list[lists.ListEntry]) -> dict[str, int]:
+        """Video id -> video number (order of first appearance); in skip mode a frame
+        whose name is too short for a video id is skipped and left out of `entries`."""
+        numbers: dict[str, int] = {}
+        for e in list(entries):
+            if e.modality != 'video':
+                continue
+            try:
+                numbers.setdefault(lists.video_id(e), len(numbers))
+            except lists.ListFormatError as err:
+                if self.on_error == 'fail':
+                    raise
+                self._skip(e.modality, e.split, e.list_file, e.line, e.path, err)
+                entries.remove(e)
+        return numbers
+
+    def _generate_examples(self, root: str, entries: list[lists.ListEntry], split_name: str):
         spec = self.spec
-        video_numbers: dict[str, int] = {}
-        for e in entries:
-            if e.modality == 'video':
-                video_numbers.setdefault(lists.video_id(e), len(video_numbers))
-        results = encode.ordered_map(encode.try_encode, ((root, e, spec) for e in entries),
-                                     self._executor, window=max(8, 4 * self.num_workers))
+        entries = list(entries)
+        video_numbers = self._video_numbers(entries)
+        tasks = ((root, e, spec, self.text_errors) for e in entries)
+        results = encode.ordered_map(encode.try_encode, tasks, self._executor,
+                                     window=max(8, 4 * self.num_workers))
+        bar = None
         if self.progress and entries:
             from tqdm import tqdm
-            results = tqdm(results, total=len(entries), unit='file',
-                           desc=f'{entries[0].modality}/{entries[0].split}')
+            bar = tqdm(total=len(entries), unit='file',
+                       desc=f'{entries[0].modality}/{entries[0].split}')
         blank_text = np.zeros(spec.text_length, np.uint8)
-        for e, (ok, value) in zip(entries, results):
-            if not ok:
-                if self.on_error == 'fail':
-                    raise value
-                self.skipped.append(dict(modality=e.modality, split=e.split,
-                                         list_file=e.list_file, line=e.line, path=e.path,
-                                         reason=str(value)))
-                continue
-            vid = lists.video_id(e) if e.modality == 'video' else ''
-            rel = e.path.replace('\\', '/')
-            yield e.index, {
-                'image': value.get('image', b''),
-                'text': value.get('text', blank_text),
-                'label': e.label,
-                'modality': MODALITY_IDS[e.modality],
-                'id': f'{e.modality}/{rel}',
-                'index': e.index,
-                'video_id': vid,
-                'video': video_numbers[vid] if vid else -1,
-            }
+        try:
+            for e, (ok, value) in zip(entries, results):
+                if bar is not None:
+                    bar.update(1)   # counted when its result arrives: the bar ends at 100 %
+                if not ok:
+                    if self.on_error == 'fail':
+                        raise errors.with_list_line(value, e.list_file, e.line)
+                    self._skip(e.modality, e.split, e.list_file, e.line, e.path, value)
+                    continue
+                self.max_labels[split_name] = max(self.max_labels.get(split_name, -1), e.label)
+                vid = lists.video_id(e) if e.modality == 'video' else ''
+                rel = e.path.replace('\\', '/')
+                yield e.index, {
+                    'image': value.get('image', b''),
+                    'text': value.get('text', blank_text),
+                    'label': e.label,
+                    'modality': MODALITY_IDS[e.modality],
+                    'id': f'{e.modality}/{rel}',
+                    'index': e.index,
+                    'video_id': vid,
+                    'video': video_numbers[vid] if vid else -1,
+                }
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 def _count_list_lines(root: str) -> int:

@@ -1,7 +1,8 @@
-"""FG-XMedia list files → typed records (SPEC 1.1).
+"""FG-XMedia list files → typed records (the layout is described in `docs/data.md`).
 
 A list file `root/list/<modality>/<split>.txt` holds one sample per line:
-`relative/path label`, whitespace separated, label 0-based. Labels always come from
+`relative/path label`, label 0-based. The label is the last whitespace-separated
+field and everything before it is the path, so paths may contain spaces. Labels always come from
 these lists, never from folder names (several audio folders are spelled differently
 from the class names).
 
@@ -37,7 +38,7 @@ MODALITY_DIRS: dict[str, tuple[str, ...]] = {
 }
 
 TESTLABEL_FILE = 'testlabel.txt'
-# Characters stripped from the end of a frame's path to get its video id (SPEC 1.1).
+# Characters stripped from the end of a frame's path to get its video id.
 VIDEO_SUFFIX_LEN = 6
 
 
@@ -87,7 +88,7 @@ def resolve_path(root: str | os.PathLike, entry: ListEntry) -> Path:
 
 
 def video_id(entry: ListEntry) -> str:
-    """Video a frame belongs to: its path without the last 6 characters (SPEC 1.1).
+    """Video a frame belongs to: its path without the last 6 characters.
 
     The directory part is kept so that two videos with the same file-name stem in
     different class folders stay distinct; within one folder this equals the
@@ -104,19 +105,25 @@ def video_id(entry: ListEntry) -> str:
 
 
 def read_list(root: str | os.PathLike, modality: str, split: str, *,
-              num_classes: int = 200, check_files: bool = True) -> list[ListEntry]:
+              num_classes: int = 200, check_files: bool = True,
+              skipped: list[BadLine] | None = None) -> list[ListEntry]:
     """Read and validate `root/list/<modality>/<split>.txt`.
 
-    Lines are `path label` (exactly two whitespace-separated fields; paths with
-    spaces are not supported, as in the reference code); blank lines are ignored.
+    A line is `path label`: the label is the last whitespace-separated field and
+    everything before it (spaces included) is the path. Blank lines are ignored.
     For the test split a `testlabel.txt` beside `test.txt` (one label per line, same
     order, blank lines ignored) supplies labels for lines that have none, and must
-    agree with lines that have one.
+    agree with lines that have one; with it, a line whose last field is not an
+    integer is all path.
 
-    Raises ListFormatError (file and line named) for a missing list, a malformed
-    line, a non-integer or out-of-range label, a duplicate path, a testlabel.txt
-    whose count or values disagree, and, when `check_files`, a file that the path
-    rule cannot find.
+    Line faults (a missing or non-integer label, a label outside [0, num_classes), a
+    label that disagrees with testlabel.txt, a path leaving the root, a duplicate
+    path, and when `check_files` a file that the path rule cannot find) raise
+    ListFormatError naming the list file and line, unless `skipped` is a list: then
+    the line is left out and a BadLine is appended to it (a duplicate keeps its first
+    occurrence). Faults of a whole file (no list, not UTF-8, a testlabel.txt whose
+    count differs) always raise. `index` counts every non-blank line, so a skipped
+    line leaves a gap.
     """
     _check_modality(modality)
     path = list_file(root, modality, split)
@@ -124,12 +131,13 @@ def read_list(root: str | os.PathLike, modality: str, split: str, *,
         raise ListFormatError(path, f'list file for modality {modality!r}, split {split!r} '
                                     'does not exist')
     fname = str(path)
-    rows = _read_rows(path)   # (line number, fields)
+    rows = _read_rows(path)   # (line number, stripped line)
 
     testlabels = None
     tl_path = path.parent / TESTLABEL_FILE
     if split == 'test' and tl_path.is_file():
-        testlabels = _read_testlabels(tl_path, num_classes)
+        testlabels = [(n, _label_or_error(line, str(tl_path), n, num_classes))
+                      for n, line in _read_rows(tl_path)]
         if len(testlabels) != len(rows):
             bad_line = (testlabels[len(rows)][0] if len(testlabels) > len(rows)
                         else (testlabels[-1][0] + 1 if testlabels else 1))
@@ -139,35 +147,78 @@ def read_list(root: str | os.PathLike, modality: str, split: str, *,
 
     entries: list[ListEntry] = []
     seen: dict[str, int] = {}
-    for index, (lineno, fields) in enumerate(rows):
-        if len(fields) == 2:
-            rel, label_text = fields
-            label = _parse_label(label_text, fname, lineno, num_classes)
-            if testlabels is not None and testlabels[index][1] != label:
-                tl_line, tl_label = testlabels[index]
-                raise ListFormatError(
-                    fname, f'label {label} disagrees with {tl_path}:{tl_line} ({tl_label})',
-                    line=lineno)
-        elif len(fields) == 1 and testlabels is not None:
-            rel, label = fields[0], testlabels[index][1]
-        elif len(fields) == 1:
-            raise ListFormatError(fname, f'line {fields[0]!r} has no label (expected '
-                                         '"relative/path label")', line=lineno)
-        else:
-            raise ListFormatError(fname, f'expected "relative/path label", got {len(fields)} '
-                                         f'fields: {" ".join(fields)!r}', line=lineno)
-        _check_relative(rel, fname, lineno)
-        key = rel.replace('\\', '/')
-        if key in seen:
-            raise ListFormatError(fname, f'duplicate entry {rel!r} (first on line {seen[key]})',
-                                  line=lineno)
-        seen[key] = lineno
-        entry = ListEntry(modality=modality, split=split, path=rel, label=label,
-                          list_file=fname, line=lineno, index=index)
-        if check_files:
-            resolve_path(root, entry)
+    for index, (lineno, line) in enumerate(rows):
+        rel, label_text = _split_line(line, testlabels is not None)
+        try:
+            label = _parse_line(rel, label_text, fname, lineno, num_classes,
+                                None if testlabels is None else testlabels[index])
+            _check_relative(rel, fname, lineno)
+            key = rel.replace('\\', '/')
+            if key in seen:
+                raise ListFormatError(fname, f'duplicate entry {rel!r} (first on line '
+                                             f'{seen[key]})', line=lineno)
+            seen[key] = lineno
+            entry = ListEntry(modality=modality, split=split, path=rel, label=label,
+                              list_file=fname, line=lineno, index=index)
+            if check_files:
+                resolve_path(root, entry)
+        except ListFormatError as e:
+            if skipped is None:
+                raise
+            skipped.append(BadLine(modality, split, fname, lineno, rel, e))
+            continue
         entries.append(entry)
     return entries
+
+
+@dataclasses.dataclass(frozen=True)
+class BadLine:
+    """A list line left out by `read_list(..., skipped=[...])`, and why."""
+    modality: str
+    split: str
+    list_file: str
+    line: int
+    path: str                 # the path as written (the whole line if it has no label)
+    error: ListFormatError
+
+
+def _split_line(line: str, with_testlabels: bool) -> tuple[str, str | None]:
+    """(path, label text or None) of a non-blank line: the label is the last field.
+    With a testlabel.txt, a line whose last field is not an integer is all path."""
+    fields = line.rsplit(None, 1)
+    if len(fields) == 1 or (with_testlabels and not _is_int(fields[1])):
+        return line, None
+    return fields[0], fields[1]
+
+
+def _parse_line(rel: str, label_text: str | None, fname: str, lineno: int, num_classes: int,
+                testlabel: tuple[int, int | ListFormatError] | None) -> int:
+    """The label of one split list line (see _split_line), checked."""
+    if testlabel is not None and isinstance(testlabel[1], ListFormatError):
+        raise testlabel[1]
+    if label_text is None:
+        if testlabel is None:
+            raise ListFormatError(fname, f'line {rel!r} has no label (expected '
+                                         '"relative/path label")', line=lineno)
+        return testlabel[1]
+    spaced = any(c.isspace() for c in rel)
+    hint = ' (expected "relative/path label": the label is the last field)' if spaced else ''
+    label = _label_or_error(label_text, fname, lineno, num_classes, hint=hint)
+    if isinstance(label, ListFormatError):
+        raise label
+    if testlabel is not None and testlabel[1] != label:
+        raise ListFormatError(fname, f'label {label} disagrees with '
+                                     f'{Path(fname).parent / TESTLABEL_FILE}:{testlabel[0]} '
+                                     f'({testlabel[1]})', line=lineno)
+    return label
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_modality(modality: str) -> None:
@@ -175,37 +226,32 @@ def _check_modality(modality: str) -> None:
         raise ValueError(f'unknown modality {modality!r}; expected one of {MODALITIES}')
 
 
-def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
+def _read_rows(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, line without surrounding whitespace) of non-blank lines."""
     try:
         text = path.read_bytes().decode('utf-8-sig')
     except UnicodeDecodeError as e:
         raise ListFormatError(path, f'not UTF-8 text ({e.reason} at byte {e.start})') from None
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if fields:
-            rows.append((lineno, fields))
+        line = line.strip()
+        if line:
+            rows.append((lineno, line))
     return rows
 
 
-def _read_testlabels(path: Path, num_classes: int) -> list[tuple[int, int]]:
-    out = []
-    for lineno, fields in _read_rows(path):
-        if len(fields) != 1:
-            raise ListFormatError(path, f'expected one label per line, got {" ".join(fields)!r}',
-                                  line=lineno)
-        out.append((lineno, _parse_label(fields[0], str(path), lineno, num_classes)))
-    return out
-
-
-def _parse_label(text: str, fname: str, lineno: int, num_classes: int) -> int:
+def _label_or_error(text: str, fname: str, lineno: int, num_classes: int,
+                    hint: str = '') -> int | ListFormatError:
+    """The label, or the ListFormatError saying why `text` is not one."""
+    if len(text.split()) != 1:
+        return ListFormatError(fname, f'expected one label per line, got {text!r}', line=lineno)
     try:
         label = int(text)
     except ValueError:
-        raise ListFormatError(fname, f'label {text!r} is not an integer', line=lineno) from None
+        return ListFormatError(fname, f'label {text!r} is not an integer{hint}', line=lineno)
     if not 0 <= label < num_classes:
-        raise ListFormatError(fname, f'label {label} outside [0, {num_classes}) '
-                                     '(labels are 0-based)', line=lineno)
+        return ListFormatError(fname, f'label {label} outside [0, {num_classes}) '
+                                      '(labels are 0-based)', line=lineno)
     return label
 
 

@@ -26,6 +26,11 @@ Training (`create_train_iterator`)
   the stored resize_size image plus a horizontal flip (flip for image/video only: a
   flipped spectrogram is time reversed, not a plausible recording).
 
+Labels: before any batch is made, every split read (train for training, the eval
+split for evaluation) is checked to hold no label >= data.num_classes (`check_labels`,
+from the largest labels `dcinet prepare` records); such a label is a ValueError
+naming the split and the label.
+
 Evaluation (`create_eval_iterators`): every item of the split once, in list order,
 centre crop, no shift; batches of eval_batch_size with 'mask' False on padding rows
 (label, index, video = -1 there) and 'index' the item's position in its list file.
@@ -38,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
 import os
 from typing import Any, Callable, Iterable, Iterator
@@ -51,7 +55,7 @@ try:
 except RuntimeError:  # TF already initialised its devices; nothing left to hide
     pass
 
-from input_pipeline import fg_xmedia, samplers  # noqa: E402
+from input_pipeline import fg_xmedia, fingerprint, samplers  # noqa: E402
 from input_pipeline.encode import StoreSpec  # noqa: E402
 from input_pipeline.spec import TEXT_SHIFTS, center_offset  # noqa: E402
 
@@ -71,13 +75,7 @@ def load_builder(config: Any) -> fg_xmedia.FgXMedia:
 
 @functools.lru_cache(maxsize=8)
 def _builder(data_dir: str, spec: StoreSpec) -> fg_xmedia.FgXMedia:
-    absl_logger = logging.getLogger('absl')
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)   # silence "Using custom data configuration"
-    try:
-        builder = fg_xmedia.FgXMedia(data_dir=data_dir, config=fg_xmedia.make_config(spec))
-    finally:
-        absl_logger.setLevel(level)
+    builder = fg_xmedia.open_builder(data_dir, spec)
     if not builder.is_prepared():
         raise FileNotFoundError(
             f'no prepared data for this config at {builder.data_dir} (variant {spec.name}): '
@@ -94,6 +92,39 @@ def _split_name(builder: Any, modality: str, split: str) -> str:
                          f'(it has: {have}); was {modality!r} in the manual dir\'s list/ '
                          'folder when `dcinet prepare` ran?')
     return name
+
+
+def check_labels(config: Any, split: str) -> None:
+    """Raise ValueError when a `split` split of config.data.modalities holds a label
+    >= data.num_classes (it would train or rank as no class at all).
+
+    The largest label of every split is recorded by `dcinet prepare`
+    (fingerprint.INFO_FILE); data prepared before that record existed is read once.
+    """
+    builder = load_builder(config)
+    for m in config.data.modalities:
+        name = _split_name(builder, m, split)
+        _check_max_label(name, _max_label(builder, name), config)
+
+
+def _check_max_label(split_name: str, top: int, config: Any) -> None:
+    n = int(config.data.num_classes)
+    if top >= n:
+        raise ValueError(f'{split_name} holds label {top} but data.num_classes={n} '
+                         '(labels must be < num_classes)')
+
+
+@functools.lru_cache(maxsize=32)
+def _max_label(builder: fg_xmedia.FgXMedia, split_name: str) -> int:
+    info = fingerprint.read_info(builder.data_dir) or {}
+    recorded = info.get('max_labels', {})
+    if split_name in recorded:
+        return int(recorded[split_name])
+    ds = builder.as_dataset(split=split_name, shuffle_files=False)
+    top = -1
+    for y in ds.map(lambda ex: ex['label']).batch(4096).as_numpy_iterator():
+        top = max(top, int(y.max()))
+    return top
 
 
 def num_examples(config: Any, modality: str, split: str) -> int:
@@ -130,6 +161,7 @@ def steps_per_epoch(config: Any, process_count: int = 1) -> int:
     """Training steps per epoch: min over modalities of n_train // batch_per_modality
     (the same for the random and the class-aligned sampler)."""
     samplers.local_batch(config.data.batch_per_modality, process_count)
+    check_labels(config, 'train')
     sizes = {m: num_examples(config, m, 'train') for m in config.data.modalities}
     return samplers.steps_per_epoch(sizes, config.data.batch_per_modality)
 
@@ -212,6 +244,8 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
     builder = load_builder(config)
     modalities = tuple(config.data.modalities)
     stores = {m: _load_store(builder, _split_name(builder, m, 'train'), m) for m in modalities}
+    for m, store in stores.items():   # the labels themselves, whatever the record says
+        _check_max_label(f'{m}_train', int(store.labels.max()), config)
     spe = steps_per_epoch(config, pc)
     seed = int(config.seed)
     labels = {m: s.labels for m, s in stores.items()}
@@ -287,6 +321,7 @@ def create_eval_iterators(config: Any, split: str = 'test') -> dict[str, Iterabl
     eb = int(config.data.eval_batch_size)
     if eb <= 0:
         raise ValueError(f'data.eval_batch_size={eb} must be positive')
+    check_labels(config, split)
     builder = load_builder(config)
     out = {}
     for m in config.data.modalities:

@@ -5,10 +5,16 @@ in a process pool sized to the machine, and never again per epoch. Each stored i
 is an RGB JPEG already resized to `resize_size` square (see `encode.JPEG_QUALITY` for
 the quality choice), so training only decodes the crop window.
 
-Bad files: with `on_error='fail'` the first bad item (in list order) stops the run
-with its `DataError` naming the file (and list line); with `'skip'` every bad item is
-left out, listed with its reason in `<prepared dir>/skipped.tsv`, and counted in the
-summary. Re-running on a prepared directory only reads its metadata.
+Bad items: with `on_error='fail'` the first fault stops the run with its `DataError`
+naming the file and the list line (list faults are found before anything is
+decoded); with `'skip'` every bad list line and every bad file is left out, listed
+with its reason in `<prepared dir>/skipped.tsv`, and counted in the summary. Only
+faults of a whole list file (missing, not UTF-8, a testlabel.txt of the wrong length)
+stop a skip-mode run.
+
+Re-running on a prepared variant only reads its metadata and the sizes and mtimes of
+the source files: a variant whose sources or settings changed is rebuilt (see
+`fingerprint.py`), and `force=True` (`--force`) rebuilds it anyway.
 
 The per-item encoding lives in `encode.py`; TensorFlow and TFDS are imported only
 when a variant is built or read.
@@ -18,14 +24,14 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from input_pipeline import encode
+from input_pipeline import encode, fingerprint
 from input_pipeline.encode import StoreSpec
-from input_pipeline.errors import DataError
-from input_pipeline.spec import MODALITIES, SPLITS
+from input_pipeline.spec import MODALITIES, SPLITS, TEXT_ERRORS
 
 ON_ERROR = ('fail', 'skip')
 SKIPPED_REPORT = 'skipped.tsv'
@@ -40,14 +46,21 @@ def prepared_dir(data_dir: str | os.PathLike, data_config: Any) -> Path:
 
 def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_config: Any, *,
             on_error: str = 'fail', progress: bool = True, num_workers: int | None = None,
-            pool: str = 'auto') -> dict[str, dict[str, int]]:
+            pool: str = 'auto', force: bool = False) -> dict[str, dict[str, int]]:
     """Build (or reuse) the `fg_xmedia` variant of `data_config` in `data_dir`.
 
-    Returns {modality: {split: number of stored examples}}. A directory already
-    prepared for this variant is reused without touching the source files.
+    Returns {modality: {split: number of stored examples}}. A variant already prepared
+    from the same sources and settings (fingerprint.py) is reused without decoding
+    anything. When its record differs (a source file changed, was added or removed,
+    another manual dir, another on_error, num_classes or text_errors), or `force`,
+    one warning line says why and the variant directory (only it; never a source
+    file) is replaced by a fresh build.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f'on_error must be one of {ON_ERROR}, got {on_error!r}')
+    text_errors = str(getattr(data_config, 'text_errors', 'strict'))
+    if text_errors not in TEXT_ERRORS:
+        raise ValueError(f'data.text_errors must be one of {TEXT_ERRORS}, got {text_errors!r}')
     manual_dir = Path(manual_dir)
     if not (manual_dir / 'list').is_dir():
         raise FileNotFoundError(f'{manual_dir} is not an FG-XMedia data root: it has no list/ '
@@ -56,22 +69,46 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_con
 
     from input_pipeline import fg_xmedia
 
+    out_dir = prepared_dir(data_dir, data_config)
+    settings = {'manual_dir': str(manual_dir.resolve()), 'on_error': on_error,
+                'num_classes': int(data_config.num_classes), 'text_errors': text_errors}
+    table = fingerprint.source_table(manual_dir, exclude=(data_dir,))
+    if (out_dir / 'dataset_info.json').is_file():
+        why = None if force else fingerprint.what_changed(out_dir, settings, table)
+        if force:
+            print(f'rebuilding the prepared data at {out_dir} (--force)', file=sys.stderr)
+        elif why:
+            print(f'warning: prepared data at {out_dir} is out of date ({why}); rebuilding it',
+                  file=sys.stderr)
+        if force or why:
+            _remove_variant(out_dir, manual_dir)
+
     spec = StoreSpec.from_data_config(data_config)
-    builder = fg_xmedia.FgXMedia(data_dir=os.fspath(data_dir), config=fg_xmedia.make_config(spec),
-                                 on_error=on_error, progress=progress,
-                                 num_classes=int(data_config.num_classes),
-                                 num_workers=encode.resolve_workers(num_workers), pool=pool)
-    out_dir = Path(builder.data_dir)
+    builder = fg_xmedia.open_builder(data_dir, spec, on_error=on_error, progress=progress,
+                                     num_classes=int(data_config.num_classes),
+                                     num_workers=encode.resolve_workers(num_workers), pool=pool,
+                                     text_errors=text_errors)
     rebuilt = not builder.is_prepared()
     if rebuilt:
         tfds.disable_progress_bar()  # our per-file bar (fg_xmedia) says more
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
         write_skipped_report(out_dir / SKIPPED_REPORT, builder.skipped)
+        fingerprint.record(out_dir, settings=settings, table=table,
+                           max_labels=builder.max_labels)
     counts = counts_of(builder)
     if progress:
         print(summary(counts, out_dir, rebuilt, _read_skipped_count(out_dir / SKIPPED_REPORT)))
     return counts
+
+
+def _remove_variant(out_dir: Path, manual_dir: Path) -> None:
+    """Delete one prepared variant directory, refusing anything that holds the sources."""
+    out, src = out_dir.resolve(), manual_dir.resolve()
+    if out == src or out in src.parents:
+        raise ValueError(f'refusing to replace {out_dir}: it overlaps the source data at '
+                         f'{manual_dir}; choose a --data_dir outside the manual dir\'s files')
+    shutil.rmtree(out)
 
 
 def counts_of(builder: Any) -> dict[str, dict[str, int]]:
@@ -117,22 +154,29 @@ def _read_skipped_count(path: Path) -> int:
     return len(read_skipped_report(path)) if path.is_file() else 0
 
 
+def error_hint(on_error: str) -> str:
+    """What to do after a DataError stopped `dcinet prepare` in mode `on_error`."""
+    if on_error == 'skip':
+        return ('(this fault concerns a whole list file, which cannot be skipped item by '
+                'item: fix it and rerun)')
+    return ('(to leave bad items out and list them in skipped.tsv instead, rerun with '
+            '--on_error=skip)')
+
+
 def prepare_main(manual_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                 config: Any = None, on_error: str | None = None) -> dict[str, dict[str, int]]:
-    """CLI entry (`dcinet prepare --manual_dir SRC --data_dir DST [--config] [--on_error]`).
+                 config: Any = None, on_error: str | None = None, *,
+                 force: bool = False) -> dict[str, dict[str, int]]:
+    """CLI entry (`dcinet prepare --manual_dir SRC --data_dir DST [--config] [--on_error]
+    [--force]`).
 
     `config` is a full config (with `.data`), a data config, or None for the paper
     config; `on_error` None takes `config.data.on_error`. Prints progress and the
-    summary; a DataError is printed as `path:line: what` and re-raised.
+    summary; errors propagate (the CLI prints them once, with `error_hint`).
     """
     if config is None:
         from configs import dcinet_fgxmedia
         config = dcinet_fgxmedia.get_config()
     data_config = config.data if hasattr(config, 'data') else config
     on_error = on_error or getattr(data_config, 'on_error', 'fail')
-    try:
-        return prepare(manual_dir, data_dir, data_config, on_error=on_error, progress=True)
-    except DataError as e:
-        print(f'error: {e}\n(rerun with --on_error skip to leave bad items out and get a report)',
-              file=sys.stderr)
-        raise
+    return prepare(manual_dir, data_dir, data_config, on_error=on_error, progress=True,
+                   force=force)

@@ -1,4 +1,4 @@
-"""input_pipeline/demo.py: layout (SPEC 1.1), determinism, and per-modality learnability."""
+"""input_pipeline/demo.py: layout, determinism, and per-modality learnability."""
 
 import hashlib
 import io

@@ -1,4 +1,4 @@
-"""input_pipeline/lists.py: list parsing, validation errors, the path rule (SPEC 1.1)."""
+"""input_pipeline/lists.py: list parsing, validation errors, the path rule."""
 
 import pickle
 from pathlib import Path
@@ -162,3 +162,60 @@ def test_errors_are_value_errors_and_pickle():
     assert type(back) is ListFormatError and (back.path, back.line) == (err.path, 3)
     assert str(back) == 'list/image/train.txt:3: bad label'
     assert str(DataError('a.jpg', 'broken')) == 'a.jpg: broken'
+
+
+def test_path_with_spaces_label_is_the_last_field(root):
+    _touch(root, 'image/001.A/a b  c.jpg')
+    _list(root, 'image', 'train', '001.A/a b  c.jpg 1\n 001.A/a1.jpg\t0 \n')
+    got = lists.read_list(root, 'image', 'train', num_classes=2)
+    assert [(e.path, e.label) for e in got] == [('001.A/a b  c.jpg', 1), ('001.A/a1.jpg', 0)]
+    assert lists.resolve_path(root, got[0]) == root / 'image/001.A/a b  c.jpg'
+    # A spaced path whose last field is no label says where the label belongs.
+    _list(root, 'image', 'train', '001.A/a b  c.jpg\n')
+    _expect(root, 'image', 'train', 1, 'the label is the last field')
+
+
+def test_testlabel_with_spaced_paths(root):
+    _touch(root, 'text/001.A/my text.txt')
+    _list(root, 'text', 'test', '001.A/my text.txt\n002.B/t2.txt 1\n')
+    (root / 'list/text/testlabel.txt').write_text('0\n1\n')
+    got = lists.read_list(root, 'text', 'test', num_classes=2)
+    assert [(e.path, e.label) for e in got] == [('001.A/my text.txt', 0), ('002.B/t2.txt', 1)]
+
+
+def test_skip_collects_bad_lines_and_keeps_the_rest(root):
+    f = _list(root, 'image', 'train',
+              '001.A/a1.jpg 0\n'
+              '002.B/b1.jpg 1 extra\n'     # last field is not a label
+              '002.B/b2.jpg 5\n'           # out of range
+              '002.B/b2.jpg -1\n'          # negative
+              '001.A/a1.jpg 0\n'           # duplicate
+              '001.A/nope.jpg 0\n'         # missing file
+              '../out.jpg 1\n'             # leaves the root
+              '002.B/b2.jpg 1\n')
+    bad: list = []
+    got = lists.read_list(root, 'image', 'train', num_classes=2, skipped=bad)
+    assert [(e.path, e.line, e.index) for e in got] == [('001.A/a1.jpg', 1, 0),
+                                                        ('002.B/b2.jpg', 8, 7)]
+    assert [(b.line, b.path) for b in bad] == [
+        (2, '002.B/b1.jpg 1'), (3, '002.B/b2.jpg'), (4, '002.B/b2.jpg'),
+        (5, '001.A/a1.jpg'), (6, '001.A/nope.jpg'), (7, '../out.jpg')]
+    reasons = [str(b.error) for b in bad]
+    for fragment, reason in zip(['not an integer', r'outside [0, 2)', r'outside [0, 2)',
+                                 'duplicate', 'not found', 'relative'], reasons):
+        assert fragment in reason
+    assert all(b.list_file == str(f) and b.modality == 'image' and b.split == 'train'
+               and isinstance(b.error, ListFormatError) for b in bad)
+    # Whole-file faults are not line faults: they still raise.
+    (root / 'list/image/test.txt').write_bytes(b'\xff\n')
+    with pytest.raises(ListFormatError, match='not UTF-8'):
+        lists.read_list(root, 'image', 'test', skipped=[])
+
+
+def test_skip_with_testlabel_faults(root):
+    _list(root, 'text', 'test', '001.A/t1.txt\n002.B/t2.txt 0\n')
+    (root / 'list/text/testlabel.txt').write_text('9\n1\n')
+    bad: list = []
+    assert lists.read_list(root, 'text', 'test', num_classes=2, skipped=bad) == []
+    assert [b.line for b in bad] == [1, 2]
+    assert 'outside' in str(bad[0].error) and 'disagrees' in str(bad[1].error)

@@ -325,3 +325,44 @@ def test_eval_inputs_match_reference_preprocessing(test_config, demo_prepared_di
         want = images.load_image(lists.resolve_path(demo_raw_dir, e), d.resize_size, d.image_size)
         mse = np.mean((batch['inputs'][row].astype(float) - want) ** 2)
         assert 10 * np.log10(255 ** 2 / max(mse, 1e-12)) >= MIN_PSNR_DB
+
+
+# ----------------------------------------------------------------------------- label check
+
+def test_num_classes_below_the_labels_is_refused(test_config, demo_prepared_dir):
+    """Labels 3 with num_classes=3 would become all-zero one-hots: refused when the
+    data is first read, naming the split and the label."""
+    from input_pipeline import pipeline
+    c = _cfg(test_config, demo_prepared_dir, num_classes=3)
+    want = 'image_train holds label 3 but data.num_classes=3 (labels must be < num_classes)'
+    with pytest.raises(ValueError) as info:
+        pipeline.steps_per_epoch(c)
+    assert str(info.value) == want
+    with pytest.raises(ValueError, match=want.replace('(', r'\(').replace(')', r'\)')):
+        pipeline.create_train_iterator(c, process_index=0, process_count=1)
+    with pytest.raises(ValueError, match='image_test holds label 3 but data.num_classes=3'):
+        pipeline.create_eval_iterators(c)
+    c.data.modalities = ('text',)
+    with pytest.raises(ValueError, match='text_test holds label 3'):
+        pipeline.create_eval_iterators(c)
+    # Enough classes: fine (more classes than labels is allowed).
+    pipeline.check_labels(_cfg(test_config, demo_prepared_dir, num_classes=5), 'test')
+
+
+def test_label_check_uses_the_record_and_reads_labels_without_it(test_config, demo_prepared_dir,
+                                                                 tmp_path):
+    import json
+
+    from input_pipeline import fingerprint, pipeline, prepare
+    pdir = prepare.prepared_dir(demo_prepared_dir, test_config.data)
+    info = json.loads((pdir / fingerprint.INFO_FILE).read_text())
+    assert info['num_classes'] == test_config.data.num_classes == 4
+    assert info['max_labels'] == {f'{m}_{s}': 3 for m in ('image', 'audio', 'text', 'video')
+                                  for s in ('train', 'test')}
+    # Prepared before the record existed: the labels themselves are read.
+    old = tmp_path / 'old'
+    shutil.copytree(demo_prepared_dir, old)
+    (prepare.prepared_dir(old, test_config.data) / fingerprint.INFO_FILE).unlink()
+    with pytest.raises(ValueError, match='audio_test holds label 3 but data.num_classes=2'):
+        pipeline.create_eval_iterators(_cfg(test_config, old, num_classes=2,
+                                            modalities=('audio',)))
