@@ -72,7 +72,7 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_con
     out_dir = prepared_dir(data_dir, data_config)
     settings = {'manual_dir': str(manual_dir.resolve()), 'on_error': on_error,
                 'num_classes': int(data_config.num_classes), 'text_errors': text_errors}
-    table = fingerprint.source_table(manual_dir, exclude=(data_dir,))
+    table = fingerprint.source_table(manual_dir, exclude=_outputs(data_dir, manual_dir))
     if (out_dir / 'dataset_info.json').is_file():
         why = None if force else fingerprint.what_changed(out_dir, settings, table)
         if force:
@@ -100,6 +100,14 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_con
     if progress:
         print(summary(counts, out_dir, rebuilt, _read_skipped_count(out_dir / SKIPPED_REPORT)))
     return counts
+
+
+def _outputs(data_dir: str | os.PathLike, manual_dir: Path) -> tuple[Path, ...]:
+    """What `prepare` writes, left out of the source table when it lies inside the
+    manual dir: the data dir, or (when it is the manual dir itself) TFDS's folders."""
+    data_dir = Path(data_dir)
+    tfds_dirs = (data_dir / 'fg_xmedia', data_dir / 'downloads')
+    return tfds_dirs if data_dir.resolve() == manual_dir.resolve() else (data_dir,)
 
 
 def _remove_variant(out_dir: Path, manual_dir: Path) -> None:

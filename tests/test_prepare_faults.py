@@ -249,6 +249,9 @@ def test_rebuild_never_touches_sources_even_with_data_dir_inside(raw, test_confi
     with pytest.raises(ValueError, match='refusing to replace'):
         prepare._remove_variant(pdir.parent.parent.parent, pdir)   # would hold the sources
     assert pdir.is_dir()
+    _prepare(raw, raw, test_config.data)     # the data dir is the manual dir itself
+    _prepare(raw, raw, test_config.data)
+    assert 'out of date' not in capsys.readouterr().err
 
 
 def test_errors_pickle_with_list_line():
