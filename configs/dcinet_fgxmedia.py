@@ -9,6 +9,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    c.method = 'dcinet'         # dcinet_jax/methods/<method>.py: model, loss, optimizer, data
     c.seed = 0
     # Output directory of `dcinet prepare` (the TFDS data_dir).
     c.data_dir = ''
@@ -67,9 +68,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.nan_check = True
 
     c.eval = e = ml_collections.ConfigDict()
+    e.metrics = 'fgxmedia'      # dcinet_jax/evaluators/<metrics>.py ('' = the method's default)
+    e.best_metric = 'bimodal_average'  # evaluator metric that ranks checkpoints (higher is better)
     e.exclude_self = False      # X->all: drop the query from its own gallery (reference keeps it)
     e.feature = 'softmax'       # 'softmax' of the logits (benchmark) or 'pooled' 2048-d feature
     e.chunk_size = 1024         # queries scored per chunk (bounds memory)
+    e.num_workers = 1           # threads scoring query chunks on the host (numpy scoring)
+    e.scoring = 'auto'          # 'numpy' (host, float64), 'device' (float32), 'auto' (device off CPU)
 
     c.profile = p = ml_collections.ConfigDict()
     p.start_step = -1           # >= 0: trace steps [start_step, start_step + num_steps) in training

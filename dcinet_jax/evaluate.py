@@ -1,121 +1,63 @@
-"""Feature extraction for retrieval (SPEC 4) and the evaluation of a train state.
+"""Evaluate a method's variables: its eval outputs, scored by the configured evaluator.
 
-Features are computed in eval mode (running BatchNorm statistics) for every test item
-exactly once, on this process's local devices; every process evaluates the whole test
-set (no cross-host collectives, so processes never wait on each other's data) and
-process 0 writes the results. Feature of an item: softmax of its logits (the benchmark)
-or its pooled backbone feature; a video's is the softmax of the mean of its frames' logits.
+Generic glue between a method (which knows its data and what its evaluator consumes)
+and an evaluator (which knows the benchmark protocol). Every process evaluates the
+whole test set on its own devices; process 0 writes the results files.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import time
-from typing import Iterable, Mapping
+from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from dcinet_jax import retrieval
-from dcinet_jax.parallel import DATA_AXIS
+from dcinet_jax import evaluators, methods
+from dcinet_jax.evaluators import report
 
 
-def local_mesh() -> Mesh:
-    return Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
-
-
-@functools.partial(jax.jit, static_argnames=('model', 'modality'))
-def _forward(variables, inputs, *, model, modality):
-    out = model.apply(variables, {modality: inputs}, train=False)
-    return out['logits'].astype(jnp.float32), out['pooled'].astype(jnp.float32)
-
-
-def extract_features(model, variables, iterators: Mapping[str, Iterable[dict]], *,
-                     feature: str = 'softmax', progress: bool = False
-                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Returns {modality: (features [N, D], labels [N])} in test-list order."""
-    if feature not in ('softmax', 'pooled'):
-        raise ValueError(f"eval.feature={feature!r}: expected 'softmax' or 'pooled'")
-    mesh = local_mesh()
-    n_dev = mesh.devices.size
-    rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-    variables = jax.device_put(variables, rep)
-    result = {}
-    for modality, batches in iterators.items():
-        t0 = time.time()
-        rows = {'logits': [], 'pooled': [], 'label': [], 'index': [], 'video': []}
-        for batch in batches:
-            x = np.asarray(batch['inputs'])
-            if x.shape[0] % n_dev:
-                raise ValueError(f'eval batch of {x.shape[0]} is not divisible by {n_dev} '
-                                 'local devices: set data.eval_batch_size accordingly')
-            logits, pooled = _forward(variables, jax.device_put(x, shard), model=model,
-                                      modality=modality)
-            keep = np.asarray(batch['mask'], bool)
-            rows['logits'].append(np.asarray(logits)[keep])
-            rows['pooled'].append(np.asarray(pooled)[keep])
-            rows['label'].append(np.asarray(batch['label'])[keep])
-            rows['index'].append(np.asarray(batch['index'])[keep])
-            if 'video' in batch:
-                rows['video'].append(np.asarray(batch['video'])[keep])
-        if not rows['label']:
-            raise ValueError(f'the {modality} test set is empty')
-        cat = {k: np.concatenate(v) for k, v in rows.items() if v}
-        order = np.argsort(cat['index'], kind='stable')
-        if len(np.unique(cat['index'])) != len(order):
-            raise RuntimeError(f'{modality}: an evaluation item was seen twice')
-        cat = {k: v[order] for k, v in cat.items()}
-        if 'video' in cat:
-            feats, labels = _per_video(cat, feature)
-        else:
-            feats = _softmax(cat['logits']) if feature == 'softmax' else cat['pooled']
-            labels = cat['label']
-        result[modality] = (feats, labels)
-        if progress:
-            dt = time.time() - t0
-            logging.info('features %s: %d items in %.1fs (%.0f items/s)', modality,
-                         len(order), dt, len(order) / max(dt, 1e-9))
-    return result
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
-def _per_video(cat: dict, feature: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the frames' logits (or pooled features) per video, in first-seen order."""
-    videos, first, inverse = np.unique(cat['video'], return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    key = 'logits' if feature == 'softmax' else 'pooled'
-    sums = np.zeros((len(videos), cat[key].shape[1]), np.float64)
-    np.add.at(sums, inverse, cat[key])
-    means = (sums / np.bincount(inverse)[:, None]).astype(np.float32)[order]
-    labels = cat['label'][first][order]
-    return (_softmax(means) if feature == 'softmax' else means), labels
-
-
-def evaluate_variables(config, model, variables, *, step: int, workdir=None,
-                       progress: bool = True) -> dict:
-    """Full benchmark evaluation of `variables`; writes results files when workdir is set."""
-    from input_pipeline import pipeline  # TensorFlow only where data is read
-
-    iterators = pipeline.create_eval_iterators(config, 'test', process_index=0,
-                                               process_count=1)
+def evaluate_variables(config: Any, method: Any, model: Any, variables: Mapping, *,
+                       step: int, workdir=None) -> dict:
+    """Results of `config.eval.metrics` (or the method's default evaluator) at `step`;
+    written under `workdir/eval/` when `workdir` is given."""
+    evaluator = evaluators.get(methods.evaluator_name(method, config))
     t0 = time.time()
-    feats = extract_features(model, variables, iterators, feature=config.eval.feature,
-                             progress=progress)
+    outputs = method.eval_outputs(model, variables, config)
     t1 = time.time()
-    results = retrieval.evaluate(feats, exclude_self=config.eval.exclude_self,
-                                 chunk_size=config.eval.chunk_size,
-                                 feature_kind=config.eval.feature)
-    results = {'step': int(step), **results}
-    results['protocol']['seconds'] = {'features': round(t1 - t0, 2),
-                                      'ranking': round(time.time() - t1, 2)}
+    results = {'step': int(step), **evaluator.evaluate(outputs, config=config)}
+    results.setdefault('protocol', {})['seconds'] = {
+        'outputs': round(t1 - t0, 2), 'scoring': round(time.time() - t1, 2)}
     if workdir is not None and jax.process_index() == 0:
-        retrieval.save_results(results, workdir, step)
+        report.save_results(results, workdir, step,
+                            markdown=evaluator.format_table(results, with_paper=True))
     return results
+
+
+def scalar_metrics(results: Mapping) -> dict[str, float]:
+    """Every number of a results dict by its own name, one level of nesting flattened
+    (`{'bimodal': {'i2t': .3}, 'bimodal_average': .4}` -> `{'i2t': .3, 'bimodal_average': .4}`)."""
+    out: dict[str, float] = {}
+    for key, value in results.items():
+        if key in ('step', 'protocol'):
+            continue
+        if isinstance(value, Mapping):
+            out.update({k: float(v) for k, v in value.items() if isinstance(v, (int, float))})
+        elif isinstance(value, (int, float)):
+            out[key] = float(value)
+    return out
+
+
+def best_metric(config: Any, results: Mapping) -> float:
+    """The value of `config.eval.best_metric` in `results` (ranks checkpoints)."""
+    name = str(config.eval.best_metric)
+    values = scalar_metrics(results)
+    if name not in values:
+        raise ValueError(f'config.eval.best_metric={name!r} is not among the evaluator\'s '
+                         f'metrics {sorted(values)}')
+    return values[name]
+
+
+def format_table(config: Any, results: Mapping) -> str:
+    """Markdown table of `results` by the evaluator that produced them."""
+    evaluator = evaluators.get(methods.evaluator_name(methods.from_config(config), config))
+    return evaluator.format_table(results)

@@ -12,7 +12,7 @@ import jax
 
 
 class MetricLogger:
-    """TensorBoard (tensorboardX) scalars plus a tqdm bar showing loss, images/s and ETA."""
+    """TensorBoard (tensorboardX) scalars plus a tqdm bar showing loss, examples/s and ETA."""
 
     def __init__(self, workdir: str | Path, *, total_steps: int, initial_step: int,
                  progress: bool = True):
@@ -36,14 +36,14 @@ class MetricLogger:
                 self._writer.add_scalar(f'{prefix}{k}', float(v), step)
         self._writer.flush()
 
-    def progress(self, step: int, loss: float, images_per_sec: float) -> None:
+    def progress(self, step: int, loss: float, examples_per_sec: float) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
-            self._bar.set_postfix(loss=f'{loss:.4f}', img_s=f'{images_per_sec:.1f}')
+            self._bar.set_postfix(loss=f'{loss:.4f}', ex_s=f'{examples_per_sec:.1f}')
         else:
-            logging.info('step %d loss %.4f %.1f img/s', step, loss, images_per_sec)
+            logging.info('step %d loss %.4f %.1f examples/s', step, loss, examples_per_sec)
 
     def write(self, message: str) -> None:
         """Prints a line without breaking the progress bar."""

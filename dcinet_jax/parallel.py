@@ -1,8 +1,8 @@
 """Devices, the `data` mesh, batch shardings and multi-host start-up.
 
-DCINet is trained data parallel: every device holds the whole (replicated) train state
-and a slice of each modality's batch, and applies CMSI/CMCI to its own slice, as
-`pmap` did. The step is written with `jax.shard_map` over the one mesh axis `data`.
+Every method is trained data parallel: each device holds the whole (replicated) train
+state and a slice of the batch, and computes its loss on that slice, as `pmap` did.
+The step is written with `jax.shard_map` over the one mesh axis `data`.
 """
 
 from __future__ import annotations
@@ -58,22 +58,15 @@ def batch_sharded(mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_divisible(batch_per_modality: int, num_modalities: int, *, train: bool = True):
-    """Clear errors for global batch sizes the mesh cannot split, or CMSI cannot pair."""
-    n_dev, n_proc = jax.device_count(), jax.process_count()
-    if batch_per_modality % n_dev:
+def check_divisible(global_batch: int, num_devices: int, field: str) -> None:
+    """Clear errors for a global batch the mesh (or the processes) cannot split evenly."""
+    n_proc = jax.process_count()
+    if global_batch % num_devices:
         raise ValueError(
-            f'data.batch_per_modality={batch_per_modality} is not divisible by the '
-            f'{n_dev} devices of the mesh; every device needs the same slice of every modality.')
-    if batch_per_modality % n_proc:
-        raise ValueError(f'data.batch_per_modality={batch_per_modality} is not divisible by '
-                         f'{n_proc} processes.')
-    local = batch_per_modality // n_dev * num_modalities
-    if train and local % 2:
-        raise ValueError(
-            f'each device holds {local} samples ({batch_per_modality // n_dev} per modality x '
-            f'{num_modalities}), but CMSI pairs sample i with sample B-1-i and needs an even '
-            'per-device batch: change data.batch_per_modality or the number of devices.')
+            f'{field}={global_batch} is not divisible by the {num_devices} devices of the '
+            'mesh; every device needs an equal slice of the batch.')
+    if global_batch % n_proc:
+        raise ValueError(f'{field}={global_batch} is not divisible by {n_proc} processes.')
 
 
 def host_to_global(tree: Any, sharding: NamedSharding) -> Any:

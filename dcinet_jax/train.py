@@ -1,15 +1,17 @@
 """The training loop: the edge where data, checkpoints, logs and signals meet the step.
 
-Everything numeric lives in `train_step` (pure); this file only orders side effects:
+It knows no method and no metric by name: the method (`config.method`) supplies model,
+loss, optimizer and data; the step is generic (`train_step`); the evaluator and the
+checkpoint-ranking metric come from `config.eval`. This file only orders side effects:
 resume from the workdir, feed device batches, log every `log_every_steps`, checkpoint,
-evaluate, stop cleanly on SIGTERM/SIGINT, and stop on a non-finite loss without writing
-anything after the last good checkpoint.
+evaluate, stop cleanly on SIGTERM/SIGINT, and stop on a non-finite loss or state
+without ever saving a poisoned step (docs/training.md#non-finite).
 """
 
 from __future__ import annotations
 
 import collections
-import os
+import hashlib
 import signal
 import time
 from pathlib import Path
@@ -19,68 +21,13 @@ import jax
 import numpy as np
 
 from dcinet_jax import checkpoints, evaluate, parallel
+from dcinet_jax.compilation_cache import setup_compilation_cache
 from dcinet_jax.metric_logging import MetricLogger
-from dcinet_jax.models import build_model, init_variables
-from dcinet_jax.train_step import (TrainState, create_optimizer, create_train_state,
-                                   learning_rate_schedule, make_sharded_train_step)
+from dcinet_jax.state import Trainer, build_trainer, learning_rate_schedule, total_train_steps
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss; the message names the first bad step."""
-
-
-def setup_compilation_cache(config) -> None:
-    """Persistent XLA caches so a restart does not recompile (or re-autotune) the step.
-
-    Compiled executables go to `compilation_cache_dir`; GPU autotuning results to its
-    `autotune/` folder (an XLA flag, so this must run before the backend starts).
-    """
-    cache_dir = config.get('compilation_cache_dir', '')
-    if not cache_dir:
-        return
-    path = os.path.expanduser(cache_dir)
-    os.makedirs(path, exist_ok=True)
-    xla_flags = os.environ.get('XLA_FLAGS', '')
-    if 'xla_gpu_per_fusion_autotune_cache_dir' not in xla_flags:
-        autotune = os.path.join(path, 'autotune')
-        os.makedirs(autotune, exist_ok=True)
-        os.environ['XLA_FLAGS'] = (
-            f'{xla_flags} --xla_gpu_per_fusion_autotune_cache_dir={autotune}'.strip())
-    jax.config.update('jax_compilation_cache_dir', path)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-    jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-
-
-def total_train_steps(config, steps_per_epoch: int) -> int:
-    if config.num_train_steps > 0:
-        return int(config.num_train_steps)
-    return int(config.num_epochs * steps_per_epoch)
-
-
-def _state_initializer(config, model, tx):
-    def init(rng) -> TrainState:
-        return create_train_state(init_variables(model, rng, config), tx)
-    return init
-
-
-def init_state(config, model, tx, mesh) -> TrainState:
-    """Parameters created directly replicated on the mesh (no host round trip)."""
-    rep = parallel.replicated(mesh)
-    state = jax.jit(_state_initializer(config, model, tx),
-                    out_shardings=rep)(jax.random.key(config.seed))
-    if config.model.pretrained:
-        from dcinet_jax import pretrained
-        variables = pretrained.load_pretrained_backbone(
-            config.model.pretrained,
-            {'params': parallel.to_host(state.params),
-             'batch_stats': parallel.to_host(state.batch_stats)})
-        state = jax.device_put(create_train_state(variables, tx), rep)
-    return state
-
-
-def abstract_state(config, model, tx, mesh) -> Any:
-    shapes = jax.eval_shape(_state_initializer(config, model, tx), jax.random.key(0))
-    return checkpoints.abstract_with_sharding(shapes, parallel.replicated(mesh))
+    """Training produced a NaN/Inf loss or state; the message names the first bad step."""
 
 
 def device_batches(iterator: Iterator[dict], sharding, depth: int) -> Iterator[dict]:
@@ -133,37 +80,45 @@ def _host_metrics(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
     return [(s, {k: float(v) for k, v in parallel.to_host(m).items()}) for s, m in pending]
 
 
+def _first_non_finite(fetched: list[tuple[int, dict]]) -> tuple[int, str] | None:
+    """(step, what) of the first step whose loss or updated state is not finite."""
+    for s, m in fetched:
+        if not np.isfinite(m['loss']):
+            return s, f'non-finite loss ({m["loss"]})'
+        if m.get('state_finite', 1.0) != 1.0:
+            return s, 'non-finite parameters or optimizer state after the update'
+    return None
+
+
 def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) -> dict:
     """Trains (resuming from `workdir` if it holds checkpoints), then evaluates.
 
-    Returns a summary: final step, last losses, images/s, evaluation results, and
+    Returns a summary: final step, last losses, examples/s, evaluation results, and
     `stopped_by_signal` when a SIGTERM/SIGINT ended the run early.
     """
-    from input_pipeline import pipeline  # TensorFlow only where data is read
+    from dcinet_jax import methods
 
     workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
     parallel.maybe_initialize_distributed(config.distributed)
     setup_compilation_cache(config)
-    modalities = tuple(config.data.modalities)
-    parallel.check_batch_divisible(config.data.batch_per_modality, len(modalities))
+    method = methods.from_config(config)
     mesh = parallel.make_mesh()
+    method.batch_rule(config, mesh.devices.size)  # before any file is written
 
-    steps_per_epoch = pipeline.steps_per_epoch(config, jax.process_count())
+    workdir.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = method.steps_per_epoch(config, jax.process_count())
     total = total_train_steps(config, steps_per_epoch)
-    model = build_model(config, bn_axis_name=parallel.DATA_AXIS if config.model.bn_sync
-                        else None)
-    eval_model = build_model(config)
-    tx = create_optimizer(config, total)
+    trainer = build_trainer(config, total, mesh=mesh)
     schedule = learning_rate_schedule(config, total)
-    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints)
+    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
+                                    best_metric=config.eval.best_metric)
 
     start = ckpt.latest_step()
     if start is None:
-        state = init_state(config, model, tx, mesh)
+        state = trainer.init_state()
         start = 0
     else:
-        state, _ = ckpt.restore(start, abstract_state(config, model, tx, mesh))
+        state, _ = ckpt.restore(start, trainer.abstract_state())
     logger = MetricLogger(workdir, total_steps=total, initial_step=start, progress=progress)
     logger.write(f'{jax.device_count()} device(s) over {jax.process_count()} process(es); '
                  f'{steps_per_epoch} steps/epoch, {total} steps in all; '
@@ -171,12 +126,11 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     if start >= total:
         logger.write(f'already trained to step {start} >= {total}')
 
-    train_step = make_sharded_train_step(model=model, tx=tx, config=config, mesh=mesh)
-    batches = device_batches(
-        pipeline.create_train_iterator(config, start_step=start),
-        parallel.batch_sharded(mesh), config.data.prefetch)
+    train_step = trainer.sharded_step()
+    batches = device_batches(method.train_batches(config, start_step=start),
+                             parallel.batch_sharded(mesh), config.data.prefetch)
     base_key = jax.random.key(config.seed + 1)
-    images_per_step = config.data.batch_per_modality * len(modalities)
+    examples_per_step = method.examples_per_step(config)
     profile_start, profile_stop = config.profile.start_step, -1
     if profile_start >= 0:
         profile_stop = profile_start + config.profile.num_steps
@@ -204,7 +158,7 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
 
             stopped_by = _agreed_signal(stop.received, step, config.log_every_steps)
             # The last step is always evaluated, before its checkpoint is written, so
-            # the final checkpoint carries its mAP for best-checkpoint ranking.
+            # the final checkpoint carries its metric for best-checkpoint ranking.
             do_eval = step == total or (config.eval_every_steps > 0
                                         and step % config.eval_every_steps == 0)
             do_ckpt = step % config.checkpoint_every_steps == 0 or step == total or stopped_by
@@ -212,31 +166,33 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
             if do_log:
                 fetched = _host_metrics(pending)
                 pending.clear()
-                for s, m in fetched:
-                    if config.nan_check and not np.isfinite(m['loss']):
-                        ckpt.wait()
-                        good = ckpt.latest_step()
-                        logger.close()
-                        ckpt.close()
-                        raise NonFiniteLossError(
-                            f'non-finite loss ({m["loss"]}) at step {s}; training stopped. '
-                            f'The last good checkpoint is step {good} in {ckpt.directory}; '
-                            'nothing after it was written.')
+                bad = _first_non_finite(fetched) if config.nan_check else None
+                if bad is not None:
+                    ckpt.wait()
+                    good = ckpt.latest_step()
+                    logger.close()
+                    ckpt.close()
+                    raise NonFiniteLossError(
+                        f'{bad[1]} at step {bad[0]}; training stopped. The last good '
+                        f'checkpoint is step {good} in {ckpt.directory} (checked finite); '
+                        'nothing after it was written.')
                 last = fetched[-1][1]
                 now = time.time()
-                ips = (step - s_window) * images_per_step / max(now - t_window, 1e-9)
+                eps = (step - s_window) * examples_per_step / max(now - t_window, 1e-9)
                 t_window, s_window = now, step
-                logger.scalars(step, dict(last, images_per_sec=ips,
+                logger.scalars(step, dict(last, examples_per_sec=eps,
                                           learning_rate=float(schedule(step - 1))),
                                prefix='train/')
-                logger.progress(step, last['loss'], ips)
+                logger.progress(step, last['loss'], eps)
             metrics_for_ckpt = None
             if do_eval:
-                results = _evaluate(config, eval_model, state, step, workdir, logger)
-                metrics_for_ckpt = {checkpoints.BEST_METRIC: results['bimodal_average']}
+                results = _evaluate(trainer, state, step, workdir, logger)
+                metrics_for_ckpt = {config.eval.best_metric: evaluate.best_metric(config,
+                                                                                  results)}
             if do_ckpt or do_eval:
                 ckpt.save(step, state, metrics=metrics_for_ckpt,
-                          meta={'total_steps': total, 'config_seed': config.seed})
+                          meta={'total_steps': total, 'config_seed': config.seed,
+                                'method': str(config.get('method', 'dcinet'))})
             if stopped_by:
                 logger.write(f'signal {signal.Signals(stopped_by).name}: saved step {step}, '
                              'exiting; run the same command again to resume')
@@ -244,46 +200,43 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     ckpt.wait()
     elapsed = time.time() - t_begin
     if start >= total:  # nothing trained this run: evaluate the restored state
-        results = _evaluate(config, eval_model, state, step, workdir, logger)
+        results = _evaluate(trainer, state, step, workdir, logger)
     ckpt.close()
     trained = step - start
     summary = {
         'step': step, 'total_steps': total, 'steps_this_run': trained,
         'seconds': round(elapsed, 1),
-        'images_per_sec': round(trained * images_per_step / max(elapsed, 1e-9), 1),
+        'examples_per_sec': round(trained * examples_per_step / max(elapsed, 1e-9), 1),
         'last_metrics': last, 'results': results,
         'stopped_by_signal': signal.Signals(stopped_by).name if stopped_by else None,
         'params_checksum': params_checksum(state.params),
     }
     logger.write(
         f'done: step {step}/{total}, {trained} steps in {elapsed:.0f}s '
-        f'({summary["images_per_sec"]} img/s), last loss '
-        f'{last.get("loss", float("nan")):.4f}'
-        + (f', bi-modal mAP {results["bimodal_average"]:.3f}, multi-modal mAP '
-           f'{results["multimodal_average"]:.3f}' if results else ''))
+        f'({summary["examples_per_sec"]} examples/s)'
+        + (f', last loss {last["loss"]:.4f}' if last else '')
+        + (f', {config.eval.best_metric} {evaluate.best_metric(config, results):.3f}'
+           if results else ''))
     logger.close()
     return summary
 
 
 def params_checksum(params) -> str:
     """Digest of this process's own replica of the params (to compare across processes)."""
-    import hashlib
     h = hashlib.sha256()
     for leaf in jax.tree.leaves(params):
         h.update(np.ascontiguousarray(np.asarray(leaf.addressable_data(0))).tobytes())
     return h.hexdigest()[:16]
 
 
-def _evaluate(config, model, state, step, workdir, logger) -> dict:
-    variables = {'params': parallel.to_host(state.params),
-                 'batch_stats': parallel.to_host(state.batch_stats)}
-    results = evaluate.evaluate_variables(config, model, variables, step=step,
-                                          workdir=workdir, progress=False)
-    logger.scalars(step, results['bimodal'], prefix='eval/')
-    logger.scalars(step, results['multimodal'], prefix='eval/')
-    logger.scalars(step, {'bimodal_average': results['bimodal_average'],
-                          'multimodal_average': results['multimodal_average']},
-                   prefix='eval/')
-    logger.write(f'evaluation at step {step}: bi-modal mAP {results["bimodal_average"]:.4f}, '
-                 f'multi-modal mAP {results["multimodal_average"]:.4f}')
+def _evaluate(trainer: Trainer, state: Any, step: int, workdir: Path,
+              logger: MetricLogger) -> dict:
+    config = trainer.config
+    results = evaluate.evaluate_variables(
+        config, trainer.method, trainer.eval_model, parallel.to_host(state.variables()),
+        step=step, workdir=workdir)
+    logger.scalars(step, evaluate.scalar_metrics(results), prefix='eval/')
+    headline = {k: v for k, v in results.items() if isinstance(v, float)}
+    logger.write(f'evaluation at step {step}: '
+                 + ', '.join(f'{k} {v:.4f}' for k, v in headline.items()))
     return results

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcinet_jax import train_step as ts
+from dcinet_jax import state as state_lib, train_step as ts
+from dcinet_jax.methods import dcinet as method
 from dcinet_jax.models import build_model, init_variables
 from synthetic import host_batch
 
@@ -48,8 +49,9 @@ def _loss_grad_fn(config):
     model = build_model(config)  # no mapped axis: plain per-call BatchNorm statistics
 
     def f(params, batch_stats, batch, rng):
-        return jax.value_and_grad(ts.loss_and_updates, has_aux=True)(
-            params, batch_stats, batch, rng, model=model, config=config)
+        return jax.value_and_grad(method.loss_fn, has_aux=True)(
+            params, {'batch_stats': batch_stats}, batch, rng, model=model, config=config,
+            step=0)
 
     return model, jax.jit(f)
 
@@ -140,17 +142,17 @@ def test_bf16_step_keeps_float32_params_and_optimizer_state(test_config):
     statistics come out float32; the metrics are float32 scalars."""
     config = _small_config(test_config, 'bfloat16')
     model = build_model(config)
-    tx = ts.create_optimizer(config, 10)
+    tx = method.optimizer(config, 10)
 
     def init(rng):
-        return ts.create_train_state(init_variables(model, rng, config), tx)
+        return state_lib.create_train_state(init_variables(model, rng, config), tx)
 
     state = jax.eval_shape(init, jax.random.key(0))
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), host_batch(config))
-    step = functools.partial(ts.train_step, model=model, tx=tx, config=config,
+    step = functools.partial(ts.train_step, method=method, model=model, tx=tx, config=config,
                              axis_name=None)
     new_state, metrics = jax.eval_shape(step, state, batch, jax.random.key(1))
-    for tree in (new_state.params, new_state.opt_state, new_state.batch_stats):
+    for tree in (new_state.params, new_state.opt_state, new_state.collections):
         dtypes = {x.dtype for x in jax.tree.leaves(tree) if hasattr(x, 'dtype')
                   and jnp.issubdtype(x.dtype, jnp.floating)}
         assert dtypes == {jnp.dtype(jnp.float32)}, dtypes

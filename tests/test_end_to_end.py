@@ -17,9 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from dcinet_jax import checkpoints, parallel, retrieval, train
-from dcinet_jax.models import build_model
-from dcinet_jax.train_step import create_optimizer
+from dcinet_jax import checkpoints, retrieval, state, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,13 +34,20 @@ def _config(test_config, data_dir, **overrides):
     return c
 
 
-def _restore_params(config, workdir, step=None):
-    model = build_model(config)
-    tx = create_optimizer(config, 1)
-    ckpt = checkpoints.Checkpointer(Path(workdir) / 'checkpoints')
-    state, _ = ckpt.restore(step, train.abstract_state(config, model, tx, parallel.make_mesh()))
+def _checkpointer(workdir):
+    return checkpoints.Checkpointer(Path(workdir) / 'checkpoints', read_only=True,
+                                    best_metric='bimodal_average')
+
+
+def _restore_state(config, workdir, step=None):
+    ckpt = _checkpointer(workdir)
+    restored, _ = ckpt.restore(step, state.build_trainer(config, 1).abstract_state())
     ckpt.close()
-    return jax.tree.map(np.asarray, state.params)
+    return jax.tree.map(np.asarray, restored)
+
+
+def _restore_params(config, workdir, step=None):
+    return _restore_state(config, workdir, step).params
 
 
 def _chance_map(labels_by_modality, seed=0):
@@ -73,7 +78,7 @@ def test_demo_training_beats_chance(test_config, demo_prepared_dir, tmp_path):
     assert (tmp_path / 'run' / 'eval' / '60' / 'results.json').exists()
     # Periodic evaluation at step 30 saved a checkpoint with its mAP; best = higher mAP.
     at_30 = json.loads((tmp_path / 'run' / 'eval' / '30' / 'results.json').read_text())
-    ckpt = checkpoints.Checkpointer(tmp_path / 'run' / 'checkpoints')
+    ckpt = _checkpointer(tmp_path / 'run')
     best = 30 if at_30['bimodal_average'] > saved['bimodal_average'] else 60
     assert ckpt.best_step() == best and set(ckpt.all_steps()) == {30, 60}
     ckpt.close()
@@ -139,7 +144,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(test_config, demo_prepare
     c.optim.learning_rate = 1e30
     with pytest.raises(train.NonFiniteLossError, match=r'non-finite loss .* at step \d+'):
         train.train_and_evaluate(c, workdir, progress=False)
-    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints')
+    ckpt = _checkpointer(workdir)
     latest = ckpt.latest_step()
     ckpt.close()
     params = _restore_params(c, workdir, latest)
@@ -150,7 +155,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(test_config, demo_prepare
     partial = workdir / 'checkpoints' / '99.orbax-checkpoint-tmp-1234567'
     (partial / 'state').mkdir(parents=True)
     (partial / 'state' / 'junk').write_text('incomplete')
-    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints')
+    ckpt = _checkpointer(workdir)
     assert ckpt.latest_step() == latest
     ckpt.close()
     _restore_params(c, workdir)
@@ -162,7 +167,7 @@ def test_eval_cli_restores_onto_fewer_devices(test_config, demo_prepared_dir, tm
     c = _config(test_config, demo_prepared_dir, num_train_steps=2, checkpoint_every_steps=2)
     train.train_and_evaluate(c, workdir, progress=False)
     # The final step is evaluated before it is saved, so it ranks as the best checkpoint.
-    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints')
+    ckpt = _checkpointer(workdir)
     assert ckpt.best_step() == 2
     ckpt.close()
     # Written from 4 devices, restored onto 1.

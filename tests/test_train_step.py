@@ -8,10 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from dcinet_jax import parallel, train
-from dcinet_jax.models import build_model
-from dcinet_jax.train_step import (create_optimizer, loss_and_updates,
-                                   make_sharded_train_step, train_step)
+from dcinet_jax import parallel, state as state_lib
+from dcinet_jax.methods import dcinet as method
+from dcinet_jax.train_step import make_sharded_train_step, train_step
 from synthetic import host_batch
 
 N_DEV = 4
@@ -36,12 +35,10 @@ def _local(batch, d, n):
 
 def _setup(c):
     assert jax.device_count() == N_DEV, 'conftest sets 4 CPU devices'
-    mesh = parallel.make_mesh()
-    model = build_model(c, bn_axis_name=parallel.DATA_AXIS if c.model.bn_sync else None)
-    tx = create_optimizer(c, 10)
-    state = train.init_state(c, model, tx, mesh)
+    trainer = state_lib.build_trainer(c, 10)
+    state = trainer.init_state()
     host_state = jax.tree.map(np.asarray, state)
-    return mesh, model, tx, state, host_state
+    return trainer.mesh, trainer.model, trainer.tx, state, host_state
 
 
 def _assert_tree_close(a, b, rtol, atol):
@@ -63,18 +60,19 @@ def test_sharded_step_equals_single_device_step_without_interactions(test_config
     c = _config(test_config, cmsi=False, cmci=False)
     mesh, model, tx, state, host_state = _setup(c)
     batch = host_batch(c)
-    step = make_sharded_train_step(model=model, tx=tx, config=c, mesh=mesh)
+    step = make_sharded_train_step(method=method, model=model, tx=tx, config=c, mesh=mesh)
     new_state, metrics = step(state, parallel.host_to_global(batch, parallel.batch_sharded(mesh)),
                               jax.random.key(3))
 
-    single_model = build_model(c)  # no axis name: plain BN over the whole global batch
-    single = jax.jit(functools.partial(train_step, model=single_model, tx=tx, config=c,
-                                       axis_name=None))
+    single_model = method.build_model(c)  # no axis name: plain BN over the whole global batch
+    single = jax.jit(functools.partial(train_step, method=method, model=single_model, tx=tx,
+                                       config=c, axis_name=None))
     ref_state, ref_metrics = single(host_state, batch, jax.random.key(3))
 
     np.testing.assert_allclose(float(metrics['loss']), float(ref_metrics['loss']), rtol=1e-5)
     _assert_tree_close(new_state.params, ref_state.params, rtol=2e-4, atol=2e-6)
-    _assert_tree_close(new_state.batch_stats, ref_state.batch_stats, rtol=2e-4, atol=2e-6)
+    _assert_tree_close(new_state.collections, ref_state.collections, rtol=2e-4, atol=2e-6)
+    assert float(metrics['state_finite']) == 1.0
     _assert_replicas_identical(new_state.params)
     # The step must have moved the parameters (the comparison above is not vacuous).
     moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in
@@ -95,15 +93,15 @@ def test_interactions_act_on_each_device_local_batch(test_config):
     mesh, model, tx, state, host_state = _setup(c)
     batch = host_batch(c, seed=1)
     rng = jax.random.key(7)
-    step = make_sharded_train_step(model=model, tx=tx, config=c, mesh=mesh)
+    step = make_sharded_train_step(method=method, model=model, tx=tx, config=c, mesh=mesh)
     new_state, metrics = step(state, parallel.host_to_global(batch, parallel.batch_sharded(mesh)),
                               rng)
 
-    grad_fn = jax.jit(jax.grad(functools.partial(loss_and_updates, model=model, config=c),
+    grad_fn = jax.jit(jax.grad(functools.partial(method.loss_fn, model=model, config=c, step=0),
                                has_aux=True))
     grads, losses, stats = [], [], []
     for d in range(N_DEV):
-        g, (bs, m) = grad_fn(host_state.params, host_state.batch_stats,
+        g, (bs, m) = grad_fn(host_state.params, host_state.collections,
                              _local(batch, d, N_DEV), jax.random.fold_in(rng, d))
         grads.append(g)
         losses.append(float(m['loss']))
@@ -114,22 +112,25 @@ def test_interactions_act_on_each_device_local_batch(test_config):
 
     np.testing.assert_allclose(float(metrics['loss']), np.mean(losses), rtol=1e-5)
     _assert_tree_close(new_state.params, ref_params, rtol=2e-4, atol=2e-6)
-    _assert_tree_close(new_state.batch_stats, mean(stats), rtol=2e-4, atol=2e-6)
+    _assert_tree_close(new_state.collections, mean(stats), rtol=2e-4, atol=2e-6)
     _assert_replicas_identical(new_state.params)
 
     # Folding the same rng on every device would give a different result.
-    g_same, _ = grad_fn(host_state.params, host_state.batch_stats, _local(batch, 1, N_DEV),
+    g_same, _ = grad_fn(host_state.params, host_state.collections, _local(batch, 1, N_DEV),
                         jax.random.fold_in(rng, 0))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                zip(jax.tree.leaves(g_same), jax.tree.leaves(grads[1])))
     assert diff > 1e-6
 
 
-def test_odd_per_device_batch_is_a_clear_error():
+def test_odd_per_device_batch_is_a_clear_error(test_config):
+    c = test_config.copy_and_resolve_references()
+    c.data.batch_per_modality = 4
     with pytest.raises(ValueError, match='even'):
-        parallel.check_batch_divisible(4, 3)   # 1 per modality per device -> 3 samples
-    with pytest.raises(ValueError, match='divisible'):
-        parallel.check_batch_divisible(6, 3)
+        method.batch_rule(c, 4)   # 1 per modality per device -> 3 samples
+    c.data.batch_per_modality = 6
+    with pytest.raises(ValueError, match='data.batch_per_modality=6 is not divisible'):
+        method.batch_rule(c, 4)
 
 
 def test_config_pretrained_initialises_the_backbone(test_config, tmp_path):
@@ -144,9 +145,7 @@ def test_config_pretrained_initialises_the_backbone(test_config, tmp_path):
     path = tmp_path / 'imagenet_like.pth'
     torch.save(tm.state_dict(), path)
     c.model.pretrained = str(path)
-    mesh = parallel.make_mesh()
-    model = build_model(c, bn_axis_name=parallel.DATA_AXIS)
-    state = train.init_state(c, model, create_optimizer(c, 10), mesh)
+    state = state_lib.build_trainer(c, 10).init_state()
 
     backbone = state.params['backbone']
     np.testing.assert_array_equal(np.asarray(backbone['conv1']['kernel']),
@@ -154,7 +153,7 @@ def test_config_pretrained_initialises_the_backbone(test_config, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(backbone['layer3']['0']['conv2']['kernel']),
         tm.layer3[0].conv2.weight.detach().permute(2, 3, 1, 0).numpy())
-    np.testing.assert_array_equal(np.asarray(state.batch_stats['backbone']['bn1']['var']),
+    np.testing.assert_array_equal(np.asarray(state.collections['batch_stats']['backbone']['bn1']['var']),
                                   tm.bn1.running_var.numpy())
     # The 1000-class ImageNet head does not fit 4 classes: it keeps its fresh init.
     assert backbone['fc']['kernel'].shape[-1] == c.data.num_classes

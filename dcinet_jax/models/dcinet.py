@@ -20,13 +20,12 @@ from flax import linen as nn
 from dcinet_jax.models.ccrn import CCRN
 from dcinet_jax.models.resnet import BLOCK_EXPANSION, RESNET_SPECS, stage_names
 from dcinet_jax.models.text_net import TextNet
+from input_pipeline.spec import VOCAB_SIZES
 
 Array = jax.Array
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Characters in each alphabet of SPEC 2.3 (the vocabulary adds the padding index 0).
-ALPHABET_SIZES = {'lower_space': 69, 'original': 68}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -47,7 +46,7 @@ class DCINet(nn.Module):
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
     text_length: int = 448
-    text_vocab_size: int = ALPHABET_SIZES['lower_space'] + 1
+    text_vocab_size: int = VOCAB_SIZES['lower_space']
     text_embed_dim: int = 16
     text_hidden: int = 0
     bn_axis_name: str | None = None
@@ -121,8 +120,6 @@ def backbone_layout(mc: Any) -> tuple[str, tuple[int, ...]]:
     return RESNET_SPECS[mc.backbone]
 
 
-_backbone_layout = backbone_layout  # older private name, still used by bench.py
-
 
 def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
     """DCINet from an ml_collections config (`config.model`, `config.data`).
@@ -141,8 +138,8 @@ def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
     if not modalities or len(set(modalities)) != len(modalities):
         raise ValueError(f'config.data.modalities must be non-empty and distinct, got {modalities!r}')
     if 'text' in modalities:
-        if dc.alphabet not in ALPHABET_SIZES:
-            raise ValueError(f'config.data.alphabet must be one of {sorted(ALPHABET_SIZES)}, '
+        if dc.alphabet not in VOCAB_SIZES:
+            raise ValueError(f'config.data.alphabet must be one of {sorted(VOCAB_SIZES)}, '
                              f'got {dc.alphabet!r}')
         if dc.text_length != dc.image_size:
             raise ValueError(f'config.data.text_length ({dc.text_length}) must equal '
@@ -160,7 +157,7 @@ def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
         dtype=DTYPES[mc.dtype],
         zero_init_last_bn=bool(mc.zero_init_last_bn),
         text_length=int(dc.text_length),
-        text_vocab_size=ALPHABET_SIZES.get(dc.alphabet, 0) + 1,
+        text_vocab_size=VOCAB_SIZES.get(dc.alphabet, 1),
         text_embed_dim=int(mc.text_embed_dim),
         text_hidden=int(mc.text_hidden),
         bn_axis_name=bn_axis_name,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from dcinet_jax import evaluate
+from dcinet_jax.evaluators import features
 from dcinet_jax.models import build_model, init_variables
 
 
@@ -39,7 +39,7 @@ def test_features_are_softmax_of_eval_logits_in_list_order(test_config, model_an
     x = rng.integers(0, 256, (10, s, s, 3), dtype=np.uint8)
     labels = rng.integers(0, 4, 10).astype(np.int32)
     order = rng.permutation(10)
-    feats = evaluate.extract_features(
+    feats = features.extract_features(
         model, variables, {'image': _batches(x, labels, batch=4, order=order)})
     got, got_labels = feats['image']
     ref_logits = model.apply(variables, {'image': x}, train=False)['logits']
@@ -47,7 +47,7 @@ def test_features_are_softmax_of_eval_logits_in_list_order(test_config, model_an
                                rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(got_labels, labels)
 
-    pooled, _ = evaluate.extract_features(
+    pooled, _ = features.extract_features(
         model, variables, {'image': _batches(x, labels, batch=4, order=order)},
         feature='pooled')['image']
     ref_pooled = model.apply(variables, {'image': x}, train=False)['pooled']
@@ -64,7 +64,7 @@ def test_video_feature_is_softmax_of_mean_frame_logits(test_config, model_and_va
     frame_labels = video_labels[video]
     batches = _batches(x, frame_labels, batch=4, order=rng.permutation(len(video)),
                        extra=video)
-    feats, labels = evaluate.extract_features(model, variables, {'image': batches})['image']
+    feats, labels = features.extract_features(model, variables, {'image': batches})['image']
 
     logits = np.asarray(model.apply(variables, {'image': x}, train=False)['logits'], np.float64)
     expected = np.stack([softmax(logits[video == v].mean(0)) for v in range(3)])
@@ -79,4 +79,4 @@ def test_a_duplicated_item_is_an_error(test_config, model_and_variables):
     labels = np.zeros(4, np.int32)
     batches = _batches(x, labels, batch=4, order=np.array([0, 1, 2, 2]))
     with pytest.raises(RuntimeError, match='seen twice'):
-        evaluate.extract_features(model, variables, {'image': batches})
+        features.extract_features(model, variables, {'image': batches})

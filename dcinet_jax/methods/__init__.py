@@ -1,0 +1,104 @@
+"""Retrieval methods behind one contract, chosen by `config.method` (default 'dcinet').
+
+The trainer, the evaluation entry point, bench and profile are generic: everything a
+method knows lives in one module that provides the names below. A method is found by
+name: `register(name, module)` first, else the module `dcinet_jax.methods.<name>`,
+else a dotted module path (`mypackage.my_method`) for methods kept outside this
+repository. `get` checks the contract when the method is first looked up, so a
+missing piece is one clear error at start-up rather than a failure mid-run.
+
+The contract (see docs/methods.md for a worked example):
+
+- `build_model(config, *, axis_name=None) -> flax.linen.Module`: the model; `axis_name`
+  is the mapped mesh axis when the model is used inside the sharded step (for
+  synchronised BatchNorm), None elsewhere (evaluation, tracing).
+- `init_variables(model, rng, config) -> dict`: `{'params': ..., <other collections>}`.
+  Any collections, none required (a model without BatchNorm returns only params). It
+  must be traceable: it also runs under `jax.eval_shape` to build restore templates.
+- `loss_fn(params, variables, batch, rng, *, model, config, step, axis_name)
+  -> (loss, (new_variables, metrics))`: pure and jittable, per device (pmap semantics
+  under `shard_map`). `variables` holds the non-param collections; `new_variables`
+  must come back identical on every device (average them over `axis_name` inside when
+  the method computes them per device). `rng` is already distinct per device and per
+  step; split it for dropout or random augmentations. `metrics` is a flat dict of
+  scalars (averaged over devices by the step). A method that needs the global batch
+  all-gathers inside over `axis_name` (None outside a mesh).
+- `optimizer(config, total_steps) -> optax.GradientTransformation` (param groups via
+  `optax.multi_transform` are fine).
+- `batch_rule(config, num_devices) -> None`: raises ValueError naming the config field
+  when the global batch cannot be split over `num_devices` the way the loss needs.
+- `examples_per_step(config) -> int`: examples in one global batch (for throughput).
+- `steps_per_epoch(config, process_count) -> int` and
+  `train_batches(config, *, start_step) -> Iterator[host batch]`: this process's share
+  of each global batch as numpy arrays, leading axis = batch; deterministic in
+  `start_step`, so a resumed run sees the data it would have seen.
+- `synthetic_batch(rng, config) -> batch`: a random global batch with the shapes,
+  dtypes and value ranges of a real one, traceable (bench and profile create it on
+  the devices; no files are read).
+- `eval_outputs(model, variables, config) -> Any`: runs the model over the method's
+  evaluation data and returns what its evaluator consumes (per-item features and
+  labels for the mAP evaluators).
+- `DEFAULT_EVALUATOR: str`: the evaluator (`dcinet_jax.evaluators`) used when
+  `config.eval.metrics` is not set.
+
+Optional: `load_pretrained(variables, config) -> variables` (host-side, after init).
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from typing import Any
+
+REQUIRED = ('build_model', 'init_variables', 'loss_fn', 'optimizer', 'batch_rule',
+            'examples_per_step', 'steps_per_epoch', 'train_batches', 'synthetic_batch',
+            'eval_outputs', 'DEFAULT_EVALUATOR')
+BUILTIN = ('dcinet',)
+
+_registry: dict[str, Any] = {}
+
+
+def register(name: str, method: Any) -> None:
+    """Makes `method` (a module or any object with the contract's names) `config.method=name`."""
+    check_contract(method, name)
+    _registry[name] = method
+
+
+def get(name: str) -> Any:
+    """The method called `name`: registered, built in, or an importable module path."""
+    if name in _registry:
+        return _registry[name]
+    module_name = f'{__name__}.{name}' if '.' not in name else name
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name not in (module_name, module_name.rpartition('.')[0]):
+            raise  # the method exists but one of its own imports is missing
+        known = sorted(set(BUILTIN) | set(_registry))
+        raise ValueError(f'config.method={name!r}: no such method; known: {known} '
+                         '(or a dotted module path)') from None
+    check_contract(module, name)
+    _registry[name] = module
+    return module
+
+
+def from_config(config: Any) -> Any:
+    return get(str(config.get('method', 'dcinet')))
+
+
+def check_contract(method: Any, name: str) -> None:
+    missing = [attr for attr in REQUIRED if not hasattr(method, attr)]
+    if missing:
+        where = method.__name__ if isinstance(method, types.ModuleType) else type(method).__name__
+        raise ValueError(f'method {name!r} ({where}) does not provide {missing}; see the '
+                         'contract in dcinet_jax/methods/__init__.py')
+    for attr in REQUIRED:
+        if attr != 'DEFAULT_EVALUATOR' and not callable(getattr(method, attr)):
+            raise ValueError(f'method {name!r}: {attr} must be callable')
+
+
+def evaluator_name(method: Any, config: Any) -> str:
+    """`config.eval.metrics` when set, else the method's default evaluator."""
+    eval_config = config.get('eval', None)
+    chosen = eval_config.get('metrics', '') if eval_config is not None else ''
+    return str(chosen or method.DEFAULT_EVALUATOR)
