@@ -164,7 +164,7 @@ def eval_(argv):
     print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')
 
 
-@command('bench', 'time the full DCINet train step on synthetic device batches')
+@command('bench', "time the method's full train step on synthetic device batches")
 def bench(argv):
     def define(fv):
         _config_flag(fv)
@@ -185,7 +185,7 @@ def bench(argv):
         flags.DEFINE_bool('torch_compile', False, 'torch.compile the PyTorch peer',
                           flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet bench')
-    from dcinet_jax import bench as bench_lib
+    from dcinet_jax.perf import bench as bench_lib
     bench_lib.bench_main(_config(fv), batch_per_modality=fv.batch_per_modality,
                          steps=fv.steps, dtype=fv.dtype, peer=fv.peer,
                          find_max_batch=fv.find_max_batch, json_out=fv.json_out,
@@ -200,7 +200,7 @@ def profile(argv):
         flags.DEFINE_string('steps', '3:6', 'step range a:b to trace (after compile)',
                             flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet profile')
-    from dcinet_jax import profiling
+    from dcinet_jax.perf import profiling
     profiling.profile_main(_config(fv), fv.workdir, steps=fv.steps)
 
 

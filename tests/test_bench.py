@@ -1,33 +1,39 @@
-"""`dcinet bench` and the PyTorch peer on the tiny test config (4 CPU devices)."""
+"""`dcinet bench` (dcinet_jax.perf) and the PyTorch peer on the tiny test config (4 CPU devices)."""
 
 import copy
 import json
 import math
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+import setuptools
 import torch
 
-from pathlib import Path
-
-from dcinet_jax import bench, cli
+from dcinet_jax import cli
 from dcinet_jax.models import build_model, init_variables
+from dcinet_jax.perf import bench, harness, processes
+from dcinet_jax.perf import torch_peer as peer
 
-peer = bench.load_torch_peer()
-TEST_CONFIG = str(Path(__file__).resolve().parents[1] / 'configs' / 'test.py')
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = str(REPO / 'configs' / 'test.py')
 
 
 # ----------------------------------------------------------------------------- helpers
 
 def test_window_sizes_cover_every_step():
     for steps in (1, 2, 5, 7, 20, 23):
-        sizes = bench.window_sizes(steps)
+        sizes = harness.window_sizes(steps)
         assert sum(sizes) == steps
         assert 1 <= len(sizes) <= 5 and min(sizes) >= 1
         assert max(sizes) - min(sizes) <= 1
     with pytest.raises(ValueError):
-        bench.window_sizes(0)
+        harness.window_sizes(0)
 
 
 @pytest.mark.parametrize('granularity,limit', [(4, 512), (8, 100), (1, 37)])
@@ -137,7 +143,7 @@ def test_peer_has_the_jax_models_parameters(test_config):
     shapes = jax.eval_shape(lambda k: init_variables(model, k, test_config),
                             jax.random.key(0))
     n_jax = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes['params']))
-    args = bench.peer_arguments(test_config, steps=1)
+    args = processes.peer_arguments(test_config, steps=1)
     net = peer.PeerNet(stage_sizes=args['stage_sizes'], block=args['block'],
                        width=args['width'], num_classes=args['num_classes'], cut=args['cut'],
                        text_modality=True, vocab_size=args['vocab_size'],
@@ -234,8 +240,96 @@ def test_compile_restart_uses_the_persistent_cache(test_config):
     c.model.stage_sizes = (1,)          # one stage: the smallest step that still compiles
     c.model.cut = 'layer1'              # the whole train step, CMSI + CMCI included
     c.data.image_size = c.data.text_length = 32
-    r = bench.compile_restart_times(c)
+    r = processes.compile_restart_times(c)
     cold, warm = r['cold'], r['warm']
     for phase in (cold, warm):
         assert _positive_finite(phase['compile_s']) and _positive_finite(phase['process_wall_s'])
     assert warm['compile_s'] < 0.5 * cold['compile_s'], (cold, warm)
+
+
+# ----------------------------------------------------------------------------- harness
+
+def test_harness_uses_the_trainer_and_the_methods_batch(test_config):
+    """One assembly: the setup's trainer is `state.build_trainer`'s, and its batch is the
+    method's synthetic batch, created split over the devices."""
+    from dcinet_jax import methods, parallel, state
+
+    setup = harness.build_train_setup(harness.prepare_config(test_config), total_steps=3)
+    assert isinstance(setup.trainer, state.Trainer)
+    assert setup.examples_per_step == 3 * test_config.data.batch_per_modality
+    want = methods.from_config(test_config).synthetic_batch(
+        jax.random.key(test_config.seed + harness.BATCH_SEED_OFFSET), test_config)
+    sharding = parallel.batch_sharded(setup.mesh)
+    for got, expected in zip(jax.tree.leaves(setup.batch), jax.tree.leaves(want)):
+        assert got.sharding.is_equivalent_to(sharding, got.ndim)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    train_state = setup.take_state()
+    assert setup.state is None and int(train_state.step) == 0
+
+
+def test_batch_granularity_follows_the_methods_batch_rule(test_config):
+    # 4 devices; 3 modalities need an even per-device batch, 2 do not.
+    assert bench.batch_granularity(test_config, 4, limit=64) == 8
+    c = copy.deepcopy(test_config)
+    c.data.modalities = ('image', 'text')
+    assert bench.batch_granularity(c, 4, limit=64) == 4
+    assert bench.batch_granularity(test_config, 4, limit=7) == 0
+
+
+# ----------------------------------------------------------------------------- packaging
+
+def test_perf_imports_without_tensorflow():
+    """bench and profile run on accelerator hosts that have no TensorFlow."""
+    code = ('import sys, dcinet_jax.perf.bench, dcinet_jax.perf.profiling\n'
+            'from dcinet_jax import methods\n'
+            "methods.get('dcinet')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))")
+    proc = subprocess.run([sys.executable, '-c', code], env=processes.subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == '[]'
+
+
+def test_peer_is_a_module_of_the_installed_package(tmp_path):
+    """The peer ships inside the package (the `[torch]` extra adds torch) and runs as
+    `python -m dcinet_jax.perf.torch_peer` from any folder: no file-path loading."""
+    assert peer.__name__ == processes.PEER_MODULE
+    assert Path(peer.__file__).parent == Path(bench.__file__).parent
+    assert not (REPO / 'benchmarks' / 'torch_peer.py').exists()
+    for module in (bench, processes, harness):
+        assert 'spec_from_file_location' not in Path(module.__file__).read_text()
+    # A wheel built from pyproject.toml holds the perf package.
+    find = tomllib.loads((REPO / 'pyproject.toml').read_text())['tool']['setuptools']
+    include = find['packages']['find']['include']
+    assert 'dcinet_jax.perf' in setuptools.find_packages(str(REPO), include=include)
+    # Run from an unrelated folder with no PYTHONPATH: only the installed package counts.
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    probe = subprocess.run([sys.executable, '-c', 'import dcinet_jax'], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip('dcinet_jax is not installed in this environment (only on PYTHONPATH)')
+    out = tmp_path / 'peer.json'
+    proc = subprocess.run(
+        [sys.executable, '-m', processes.PEER_MODULE, '--preset', 'test', '--steps', '1',
+         '--warmup_steps', '1', '--json_out', str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _positive_finite(json.loads(out.read_text())['images_per_sec'])
+
+
+def test_peer_vocabulary_comes_from_the_data_spec(test_config):
+    from input_pipeline import spec
+
+    args = processes.peer_arguments(test_config, steps=1)
+    assert args['vocab_size'] == spec.VOCAB_SIZES[test_config.data.alphabet]
+    assert peer.VOCAB_SIZES is spec.VOCAB_SIZES
+
+
+def test_peer_without_torch_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'torch', None)      # `import torch` now fails
+    with pytest.raises(ValueError, match=r"pip install 'dcinet-jax\[torch\]'"):
+        processes.require_torch()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['bench', '--config', TEST_CONFIG, '--peer', 'torch'])
+    message = str(exit_info.value.code)
+    assert "pip install 'dcinet-jax[torch]'" in message.splitlines()[0]

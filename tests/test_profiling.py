@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcinet_jax import cli, profiling
+from dcinet_jax import cli
+from dcinet_jax.perf import profiling
 
 TEST_CONFIG = str(Path(__file__).resolve().parents[1] / 'configs' / 'test.py')
 

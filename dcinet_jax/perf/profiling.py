@@ -1,7 +1,7 @@
 """`dcinet profile`: trace a few real train steps and say where the time goes.
 
-Runs the same step as `dcinet bench` (the sharded train step on synthetic device
-batches, so no dataset is needed), compiles it ahead of time, runs to step `a`, traces
+Runs the same step as `dcinet bench` (the trainer's sharded train step on a synthetic
+device batch from `harness`, so no dataset is needed), compiles it ahead of time, runs to step `a`, traces
 steps `a..b-1` with `jax.profiler` and writes to `<workdir>/profile/`:
 
     plugins/profile/<run>/*.xplane.pb, *.trace.json.gz, perfetto_trace.json.gz
@@ -28,8 +28,9 @@ from typing import Any
 
 import jax
 
-from dcinet_jax import bench, parallel
-from dcinet_jax.train import setup_compilation_cache
+from dcinet_jax import parallel
+from dcinet_jax.compilation_cache import setup_compilation_cache
+from dcinet_jax.perf import harness
 
 HLO_FILE = 'train_step.optimized.hlo.txt'
 ANALYSIS_FILE = 'analysis.json'
@@ -192,30 +193,28 @@ def profile_main(config: Any, workdir: str | Path, *, steps: str = '3:6',
                  print_summary: bool = True) -> dict[str, Any]:
     """Compiles the train step, traces steps a..b-1, writes HLO, analysis and trace."""
     a, b = parse_steps(steps)
-    config = bench.prepare_config(config)
+    config = harness.prepare_config(config)
     out_dir = Path(workdir).absolute() / 'profile'
     out_dir.mkdir(parents=True, exist_ok=True)
     setup_compilation_cache(config)
     mesh = parallel.make_mesh()
-    setup = bench.build_train_setup(config, total_steps=b + 1, mesh=mesh)
-    compiled, ctimes = bench.compile_step(setup)
+    setup = harness.build_train_setup(config, total_steps=b + 1, mesh=mesh)
+    compiled, ctimes = harness.compile_step(setup)
     hlo_text = compiled.as_text()
     (out_dir / HLO_FILE).write_text(hlo_text)
-    cost = bench.cost_figures(compiled)
+    cost = harness.cost_figures(compiled)
     n_dev = mesh.devices.size
 
-    keys = bench.step_keys(config.seed + 11, b, mesh)
-    state, batch = setup.state, setup.batch
-    setup.state = None
-    for i in range(a):
-        state, metrics = compiled(state, batch, keys[i])
+    keys = harness.step_keys(config.seed + harness.KEYS_SEED_OFFSET, b, mesh)
+    batch = setup.batch
+    state, _ = harness.run_steps(compiled, (setup.take_state(), None), batch, keys[:a])
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     jax.profiler.start_trace(str(out_dir), create_perfetto_trace=True)
     try:
         for i in range(a, b):
             with jax.profiler.StepTraceAnnotation('train', step_num=i):
-                state, metrics = compiled(state, batch, keys[i])
+                state, _ = compiled(state, batch, keys[i])
         jax.block_until_ready(state)
         traced_s = time.perf_counter() - t0
     finally:
@@ -231,9 +230,7 @@ def profile_main(config: Any, workdir: str | Path, *, steps: str = '3:6',
         summary = summarize_hlo(instructions, cost)
     devices = jax.devices()
     analysis = {
-        'date': time.strftime('%Y-%m-%d %H:%M:%S'),
-        'platform': devices[0].platform, 'device_kind': devices[0].device_kind,
-        'device_count': n_dev, 'jax_version': jax.__version__,
+        'date': time.strftime('%Y-%m-%d %H:%M:%S'), **harness.device_figures(),
         'dtype': str(config.model.dtype),
         'batch_per_modality': int(config.data.batch_per_modality),
         'steps_traced': [a, b], 'traced_seconds': traced_s,
@@ -241,8 +238,8 @@ def profile_main(config: Any, workdir: str | Path, *, steps: str = '3:6',
         **ctimes,
         'cost_analysis_per_device': cost,
         'flops_per_step_all_devices': cost['flops'] * n_dev,
-        'memory_analysis_per_device': bench.compiled_memory(compiled),
-        'peak_memory_bytes': bench.device_peak_memory(devices),
+        'memory_analysis_per_device': harness.compiled_memory(compiled),
+        'peak_memory_bytes': harness.device_peak_memory(devices),
         'hlo_file': HLO_FILE,
         'trace_file': str(trace_file.relative_to(out_dir)) if trace_file else None,
         'hlo_instruction_count': len(instructions),

@@ -1,10 +1,10 @@
 """PyTorch peer of `dcinet bench`: the same DCINet train step, written the way a careful
 PyTorch user would, so the JAX figure has an honest baseline.
 
-Work per step (as in `dcinet_jax.train_step`): uint8 image-like batches normalised on
-the device, the text network (embedding -> Conv1d -> ReLU -> Conv1d -> reshape ->
-Conv2d, SPEC 2.3), one ResNet (torchvision layout, plain torch.nn) over the
-concatenated batch up to the cut, sub-module 2 on those features (original branch),
+Work per step (as in `dcinet_jax.methods.dcinet.loss_fn`): uint8 image-like batches
+normalised on the device, the text network (embedding -> Conv1d -> ReLU -> Conv1d ->
+reshape -> Conv2d, docs/model.md#text-network), one ResNet (torchvision layout, plain
+torch.nn) over the concatenated batch up to the cut, sub-module 2 on those features (original branch),
 CMSI (box mask mix with the partner opposite in a shuffled batch, soft targets) and
 CMCI (channel-group swap with a same-label partner of each other modality) on the
 cut-point features, sub-module 2 again on the interacted features, per-modality CE +
@@ -14,11 +14,12 @@ Habits: channels_last on CUDA, bf16 autocast on CUDA (float32 on CPU), cudnn.ben
 SGD on CUDA, optional torch.compile, random numbers drawn on the device (no host syncs
 inside the timed windows; one synchronize at the end of each window).
 
-    python benchmarks/torch_peer.py --image_size 448 --batch_per_modality 32 --steps 20 \
-        --dtype bfloat16 [--compile]
-    python benchmarks/torch_peer.py --preset test       # tiny model, runs on a CPU
+    python -m dcinet_jax.perf.torch_peer --image_size 448 --batch_per_modality 32 \
+        --steps 20 --dtype bfloat16 [--compile]
+    python -m dcinet_jax.perf.torch_peer --preset test       # tiny model, runs on a CPU
 
-Only torch is needed (no torchvision, no JAX).
+Only torch is needed (the `[torch]` extra; no torchvision, no JAX): the alphabet sizes
+come from `input_pipeline.spec`, which imports only the standard library.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from input_pipeline.spec import VOCAB_SIZES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -171,7 +174,7 @@ def smooth_one_hot(labels: torch.Tensor, k: int, s: float) -> torch.Tensor:
 
 def cmsi_mix(h: torch.Tensor, labels: torch.Tensor, num_classes: int, smoothing: float,
          minmax=(0.5, 0.6)) -> tuple[torch.Tensor, torch.Tensor]:
-    """CutMix of each sample with the one opposite it in a shuffled batch (SPEC 3.2);
+    """CutMix of each sample with the one opposite it in a shuffled batch (docs/model.md#cmsi);
     box sizes and corner are device tensors, so nothing waits for the host."""
     b, _, hh, ww = h.shape
     dev = h.device
@@ -202,7 +205,7 @@ def cmsi_mix(h: torch.Tensor, labels: torch.Tensor, num_classes: int, smoothing:
 def cmci_swap(h: torch.Tensor, labels: torch.Tensor, modality: torch.Tensor,
          num_modalities: int) -> torch.Tensor:
     """Channel group n of each sample comes from a random same-label sample of
-    modality n, where one exists (SPEC 3.3); reads from the input only."""
+    modality n, where one exists (docs/model.md#cmci); reads from the input only."""
     c = h.shape[1]
     bounds = [k * c // num_modalities for k in range(num_modalities + 1)]
     same = labels[:, None] == labels[None, :]
@@ -235,7 +238,7 @@ def run_torch_peer(*, image_size: int, text_length: int, batch_per_modality: int
                    block: str = 'bottleneck', width: int = 64, cut: str = 'layer4',
                    steps: int = 20, warmup_steps: int = 2, dtype: str = 'bfloat16',
                    compile: bool = False, num_modalities: int = 3,
-                   text_modality: bool = True, vocab_size: int = 70,
+                   text_modality: bool = True, vocab_size: int = VOCAB_SIZES['lower_space'],
                    text_embed_dim: int = 16, text_hidden: int = 0,
                    label_smoothing: float = 0.1, use_cmsi: bool = True, use_cmci: bool = True,
                    learning_rate: float = 1e-3, momentum: float = 0.9,
