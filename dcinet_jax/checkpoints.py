@@ -14,9 +14,12 @@ reading never creates, cleans or deletes anything, even beside a live training r
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -36,16 +39,39 @@ class _DropOrbaxNoise(logging.Filter):
 logging.getLogger('absl').addFilter(_DropOrbaxNoise())
 
 
+class CorruptCheckpointError(ValueError):
+    """A saved step cannot be read back; names the step and the file at fault."""
+
+    def __init__(self, step: int, where: str, detail: str):
+        self.step, self.where = step, where
+        super().__init__(f'checkpoint step {step} is corrupt ({where}: {detail})')
+
+
+class CheckpointMismatchError(ValueError):
+    """A saved step was written by a differently configured model."""
+
+
+class DiskFullError(OSError):
+    """No room for a checkpoint; raised at the save that does not fit."""
+
+
+# Free space a save must leave beside the state's own size (metadata, filesystem slack).
+DISK_MARGIN_BYTES = 64 << 20
+
+
 class Checkpointer:
     """Thin wrapper so the train loop reads as save/restore/latest_step.
 
     `best_metric` names the metric (a key of the `metrics` given to `save`) that ranks
     checkpoints, higher is better. `read_only` opens an existing directory for reading.
+    Failures are single lines: CorruptCheckpointError (step and file),
+    CheckpointMismatchError (the differing array and config fields), DiskFullError.
     """
 
     def __init__(self, directory: str | Path, *, best_metric: str, keep: int = 3,
-                 async_save: bool = True, read_only: bool = False):
+                 async_save: bool = True, read_only: bool = False, config: Any = None):
         self.directory = Path(directory).absolute()
+        self.config = config  # to name the differing fields when a checkpoint does not fit
         self.best_metric = best_metric
         self.read_only = read_only
 
@@ -68,8 +94,11 @@ class Checkpointer:
                 preservation_policy=policy, best_fn=metric, best_mode='max',
                 enable_async_checkpointing=async_save,
                 cleanup_tmp_directories=True, create=True)
+        handlers = {'model': ocp.StandardCheckpointHandler(),
+                    'opt_state': ocp.StandardCheckpointHandler(),
+                    'meta': ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=('model', 'opt_state', 'meta'))
+                                              item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -87,12 +116,28 @@ class Checkpointer:
             raise RuntimeError(f'{self.directory} was opened read-only')
         if step in self._manager.all_steps():
             return False
+        self._check_free_space(step, state)
         model = {'step': state.step, 'params': state.params, 'collections': state.collections}
         args = ocp.args.Composite(
             model=ocp.args.StandardSave(model),
             opt_state=ocp.args.StandardSave(state.opt_state),
             meta=ocp.args.JsonSave(dict(meta or {}, step=int(step))))
-        return self._manager.save(step, args=args, metrics=metrics, force=True)
+        with self._disk_errors(step):
+            return self._manager.save(step, args=args, metrics=metrics, force=True)
+
+    def _check_free_space(self, step: int, state: Any) -> None:
+        """Refuses, at this save and in one line, a state that cannot fit on the disk."""
+        needed = sum(int(getattr(x, 'nbytes', 0)) for x in jax.tree.leaves(state))
+        free = shutil.disk_usage(self.directory).free
+        if free < needed + DISK_MARGIN_BYTES:
+            raise DiskFullError(
+                errno.ENOSPC,
+                f'disk full: checkpoint step {step} needs about {needed / 2**20:.0f} MiB but '
+                f'{self.directory} has {free / 2**20:.0f} MiB free; free space and run the '
+                f'same command again to resume from step {self.latest_step()}')
+
+    def _disk_errors(self, step: int):
+        return _OneLineDiskErrors(self, step)
 
     def _check_step(self, step: int | None) -> int:
         step = self.latest_step() if step is None else step
@@ -109,12 +154,10 @@ class Checkpointer:
         of `abstract_state`, so a checkpoint written on N devices restores onto any other
         number of devices."""
         step = self._check_step(step)
-        model = {'step': abstract_state.step, 'params': abstract_state.params,
-                 'collections': abstract_state.collections}
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(model),
-            opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
-            meta=ocp.args.JsonRestore()))
+        model = self._check_fits(step, abstract_state)
+        restored = self._read(step, model=ocp.args.StandardRestore(model),
+                              opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
+                              meta=ocp.args.JsonRestore())
         logging.info('restored checkpoint step %d from %s', step, self.directory)
         m = restored['model']
         state = TrainState(step=m['step'], params=m['params'], opt_state=restored['opt_state'],
@@ -124,19 +167,153 @@ class Checkpointer:
     def restore_variables(self, step: int | None, abstract_state: TrainState) -> dict:
         """`{'params': ..., **collections}` of `step`, without the optimizer state."""
         step = self._check_step(step)
-        model = {'step': abstract_state.step, 'params': abstract_state.params,
-                 'collections': abstract_state.collections}
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(model)))
-        m = restored['model']
+        model = self._check_fits(step, abstract_state)
+        m = self._read(step, model=ocp.args.StandardRestore(model))['model']
         return {'params': m['params'], **m['collections']}
 
+    def _read(self, step: int, **items) -> Any:
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # noqa: BLE001 - any other failure to read is corruption
+            if 'not compatible with the stored shape' in str(e):
+                raise CheckpointMismatchError(
+                    f'checkpoint step {step} in {self.directory} does not fit this config: '
+                    f'{_first_line(e)}{self._config_diff(step)}') from e
+            raise CorruptCheckpointError(step, self._culprit(step, e), _first_line(e)) from e
+
+    def _check_fits(self, step: int, abstract_state: Any) -> dict:
+        """The restore template of `model`, after checking the saved shapes match it.
+
+        A mismatch (another class count, backbone or width) is one line naming the first
+        differing array and the config fields that differ from the run that saved it.
+        """
+        template = {'step': abstract_state.step, 'params': abstract_state.params,
+                    'collections': abstract_state.collections}
+        try:
+            saved = self._manager.item_metadata(step)['model'].tree
+        except Exception:  # noqa: BLE001 - unreadable metadata: the restore will say why
+            return template
+        want = {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(template)}
+        have = {_path(p): tuple(getattr(x, 'shape', ()))
+                for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+        for name in sorted(set(want) | set(have)):
+            if want.get(name) != have.get(name):
+                what = (f'{name} is {have.get(name, "absent")} in the checkpoint and '
+                        f'{want.get(name, "absent")} with this config')
+                raise CheckpointMismatchError(
+                    f'checkpoint step {step} in {self.directory} does not fit this config: '
+                    f'{what}{self._config_diff(step)}')
+        return template
+
+    def _config_diff(self, step: int) -> str:
+        """'; the checkpoint has data.num_classes=4, this config says 5' (when recorded)."""
+        if self.config is None:
+            return ''
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))['meta'] or {}
+        except Exception:  # noqa: BLE001 - the diff is a hint only
+            return ''
+        saved, now = _flat(meta.get('config', {})), _flat(config_record(self.config))
+        fields = [k for k in sorted(set(saved) & set(now)) if saved[k] != now[k]
+                  and k.split('.')[0] in ('data', 'model', 'method')]
+        if not fields:
+            return ''
+        return ('; the checkpoint has ' + ', '.join(f'{k}={saved[k]!r}' for k in fields)
+                + ', this config says ' + ', '.join(f'{now[k]!r}' for k in fields))
+
+    def _culprit(self, step: int, error: BaseException) -> str:
+        """The file named by the error chain, else the step's directory."""
+        step_dir = str(self.directory / str(step))
+        e: BaseException | None = error
+        while e is not None:
+            text = str(e)
+            start = text.find(step_dir)
+            if start >= 0:
+                end = start + len(step_dir)
+                while end < len(text) and text[end] not in '"\' \n,:':
+                    end += 1
+                return text[start:end]
+            if getattr(e, 'filename', None):
+                return str(e.filename)
+            e = e.__cause__ or e.__context__
+        return step_dir
+
+    def quarantine(self, step: int) -> Path:
+        """Moves a corrupt step out of the checkpoint directory (never deletes it), so
+        the run can save that step again; returns where it went."""
+        target_root = self.directory.parent / (self.directory.name + '.corrupt')
+        target_root.mkdir(exist_ok=True)
+        target = target_root / str(step)
+        n = 1
+        while target.exists():
+            target, n = target_root / f'{step}.{n}', n + 1
+        os.replace(self.directory / str(step), target)
+        self._manager.reload()
+        return target
+
+    def reload(self) -> None:
+        """Re-reads the directory (after another process changed it)."""
+        self._manager.reload()
+
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        with self._disk_errors(self.latest_step() or 0):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        self.wait()
         self._manager.close()
+
+
+class _OneLineDiskErrors:
+    """Turns an out-of-space failure anywhere in a save (often an async one surfacing at
+    the next save) into one DiskFullError line instead of pages of asyncio tracebacks."""
+
+    def __init__(self, ckpt: Checkpointer, step: int):
+        self.ckpt, self.step = ckpt, step
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if error is None or isinstance(error, DiskFullError):
+            return False
+        e = error
+        while e is not None:
+            if getattr(e, 'errno', None) == errno.ENOSPC or 'No space left' in str(e):
+                raise DiskFullError(
+                    errno.ENOSPC, f'disk full while writing checkpoints to '
+                    f'{self.ckpt.directory}; free space and run the same command again to '
+                    f'resume from the last complete step') from None
+            e = e.__cause__ or e.__context__
+        return False
+
+
+def config_record(config: Any) -> dict:
+    """The config as plain JSON data, stored with each checkpoint."""
+    import json
+    return json.loads(config.to_json_best_effort()) if hasattr(config, 'to_json_best_effort') \
+        else dict(config)
+
+
+def _flat(tree: Mapping, prefix: str = '') -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def _path(path) -> str:
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+                    for k in path)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text if len(text) < 300 else text[:300] + '...'
 
 
 def abstract_with_sharding(tree: Any, sharding) -> Any:

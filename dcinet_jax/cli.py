@@ -15,6 +15,7 @@ as `--config.data.batch_per_modality=16`. Each subcommand has its own absl flag 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,6 +25,9 @@ from typing import Callable
 from absl import flags
 
 COMMANDS: dict[str, tuple[str, Callable]] = {}
+# The argv being parsed: ml_collections reads `--config.*` overrides from its own copy of
+# argv, which must be this list (not sys.argv) when `main` is called from Python.
+_parsing_argv: list[str] = []
 
 
 def command(name: str, help_text: str):
@@ -35,6 +39,7 @@ def command(name: str, help_text: str):
 
 def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str):
     fv = flags.FlagValues()
+    _parsing_argv[:] = [prog] + list(argv)
     define(fv)
     if any(a in ('-h', '--help') for a in argv):
         print(f'usage: {prog} [flags]\n{_help(fv)}')
@@ -43,9 +48,23 @@ def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], pr
         rest = fv([prog] + list(argv))
     except flags.Error as e:
         sys.exit(f'{prog}: {e}\n\nusage: {prog} [flags]\n{_help(fv)}')
+    except (AttributeError, KeyError) as e:  # an override names a field the config lacks
+        sys.exit(f'{prog}: error: {_unknown_field(argv, e)}')
     if len(rest) > 1:
         sys.exit(f'{prog}: unexpected arguments {rest[1:]}')
     return fv
+
+
+def _unknown_field(argv: list[str], error: Exception) -> str:
+    """'--config.optim.learning_rat: no such config field (did you mean learning_rate?)'."""
+    import re
+    text = str(error).replace('\\n', '\n')
+    name = re.search(r"'\\?'?([\w.]+)\\?'?'", text)
+    hint = re.search(r'Did you mean "([\w.]+)"', text)
+    flag = next((a.split('=')[0] for a in argv if name and a.startswith('--config.')
+                 and f'.{name.group(1)}.' in a.split('=')[0] + '.'), '--config.<field>')
+    return (f'{flag}: no such config field'
+            + (f' (did you mean {hint.group(1)}?)' if hint else ''))
 
 
 def _help(fv: flags.FlagValues) -> str:
@@ -61,7 +80,7 @@ def _config_flag(fv, required=True, default=None):
     from ml_collections import config_flags
     config_flags.DEFINE_config_file(
         'config', default, 'ml_collections config file (get_config()), e.g. configs/demo.py',
-        flag_values=fv, lock_config=True)
+        flag_values=fv, lock_config=True, sys_argv=list(_parsing_argv))
     if required:
         flags.mark_flag_as_required('config', flag_values=fv)
 
@@ -137,15 +156,18 @@ def train(argv):
         _workdir_flag(fv)
         flags.DEFINE_bool('progress', True, 'show a progress bar', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet train')
-    from dcinet_jax import train as train_lib
+    from dcinet_jax import exit_codes, train as train_lib
     try:
         summary_ = train_lib.train_and_evaluate(_config(fv), fv.workdir, progress=fv.progress)
     except train_lib.NonFiniteLossError as e:
-        sys.exit(f'error: {e}')
+        print(f'dcinet train: error: {e}', file=sys.stderr)
+        sys.exit(exit_codes.NON_FINITE)
     if summary_['results']:
-        from dcinet_jax import retrieval
-        print(retrieval.format_table(summary_['results']))
+        from dcinet_jax import evaluate
+        print(evaluate.format_table(_config(fv), summary_['results']))
     print(json.dumps({k: v for k, v in summary_.items() if k != 'results'}))
+    if summary_['stopped_by_signal']:
+        sys.exit(exit_codes.INTERRUPTED)  # unfinished: schedulers requeue, scripts stop
 
 
 @command('eval', 'evaluate a checkpoint with the benchmark protocol')
@@ -155,12 +177,12 @@ def eval_(argv):
         _workdir_flag(fv)
         flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)',
                              flag_values=fv)
-        flags.DEFINE_bool('best', False, 'evaluate the best checkpoint by bi-modal mAP',
+        flags.DEFINE_bool('best', False, 'evaluate the best checkpoint by config.eval.best_metric',
                           flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet eval')
-    from dcinet_jax import evaluate_checkpoint, retrieval
+    from dcinet_jax import evaluate, evaluate_checkpoint
     results = evaluate_checkpoint.run(_config(fv), fv.workdir, step=fv.step, best=fv.best)
-    print(retrieval.format_table(results))
+    print(evaluate.format_table(_config(fv), results))
     print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')
 
 
@@ -229,10 +251,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f'dcinet: unknown command {argv[0]!r}\n\n{_usage()}')
     try:
         COMMANDS[argv[0]][1](argv[1:])
-    except (FileNotFoundError, ValueError) as e:
-        # Bad input (missing data or checkpoint, bad config field, corrupt item): one
-        # clear line naming what is wrong; the traceback on request.
-        if os.environ.get('DCINET_TRACEBACK'):
+    except (FileNotFoundError, ValueError, OSError) as e:
+        # Bad input (missing data or checkpoint, bad config field, corrupt item) or a full
+        # disk: one clear line naming what is wrong; the traceback on request.
+        one_line = not isinstance(e, OSError) or isinstance(e, FileNotFoundError) \
+            or e.errno == errno.ENOSPC
+        if os.environ.get('DCINET_TRACEBACK') or not one_line:
             raise
         sys.exit(f'dcinet {argv[0]}: error: {e}\n(set DCINET_TRACEBACK=1 for the traceback)')
 

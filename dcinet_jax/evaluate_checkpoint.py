@@ -18,7 +18,7 @@ def run(config, workdir: str | Path, *, step: int | None = None, best: bool = Fa
     workdir = Path(workdir).absolute()
     parallel.maybe_initialize_distributed(config.distributed)
     ckpt = checkpoints.Checkpointer(workdir / 'checkpoints', best_metric=config.eval.best_metric,
-                                    read_only=True)
+                                    read_only=True, config=config)
     try:
         if best:
             step = ckpt.best_step()

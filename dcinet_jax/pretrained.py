@@ -27,6 +27,13 @@ HEAD = 'fc'
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
 
 
+def _load_failure(error: Exception) -> str:
+    """Why torch.load refused a file, in a few words (its own message is a page long)."""
+    if 'Weights only load failed' in str(error):
+        return 'it pickles Python objects such as a whole module, not only tensors'
+    return f'unreadable as a torch file: {type(error).__name__}'
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a .pth/.pt (torch.load, weights_only) or .safetensors file into float32 numpy arrays.
 
@@ -44,7 +51,11 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except ImportError as e:  # torch is an optional dependency (extra [torch])
             raise ImportError(f'reading {path} needs PyTorch (pip install "dcinet-jax[torch]"); '
                               'or convert the file to .safetensors') from e
-        raw = torch.load(path, map_location='cpu', weights_only=True)
+        try:
+            raw = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises several kinds here
+            raise ValueError(f'{path}: not a PyTorch state dict ({_load_failure(e)}); save the '
+                             'weights with torch.save(model.state_dict(), path)') from None
         for wrapper in ('state_dict', 'model'):
             if isinstance(raw, Mapping) and wrapper in raw and isinstance(raw[wrapper], Mapping):
                 raw = raw[wrapper]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import logging
 import signal
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 
 from dcinet_jax import checkpoints, evaluate, parallel
+from dcinet_jax.workdir_lock import WorkdirLock
 from dcinet_jax.compilation_cache import setup_compilation_cache
 from dcinet_jax.metric_logging import MetricLogger
 from dcinet_jax.state import Trainer, build_trainer, learning_rate_schedule, total_train_steps
@@ -90,11 +92,35 @@ def _first_non_finite(fetched: list[tuple[int, dict]]) -> tuple[int, str] | None
     return None
 
 
+def _resume(ckpt: checkpoints.Checkpointer, trainer: Trainer) -> tuple[Any, int, list[str]]:
+    """The newest intact checkpoint's state and step (fresh state and 0 when none).
+
+    A corrupt step is reported, moved aside (never deleted) and the next older one
+    tried; a checkpoint of a differently configured model is an error, not a fallback.
+    """
+    notes = []
+    while (step := ckpt.latest_step()) is not None:
+        try:
+            state, _ = ckpt.restore(step, trainer.abstract_state())
+            return state, step, notes
+        except checkpoints.CorruptCheckpointError as e:
+            moved = ckpt.quarantine(step) if jax.process_index() == 0 else None
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+                multihost_utils.sync_global_devices(f'quarantined checkpoint {step}')
+                ckpt.reload()
+            notes.append(f'{e}; moved it to {moved}; falling back to the previous step')
+            logging.warning(notes[-1])
+    return trainer.init_state(), 0, notes
+
+
 def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) -> dict:
     """Trains (resuming from `workdir` if it holds checkpoints), then evaluates.
 
     Returns a summary: final step, last losses, examples/s, evaluation results, and
-    `stopped_by_signal` when a SIGTERM/SIGINT ended the run early.
+    `stopped_by_signal` when a SIGTERM/SIGINT ended the run early. Everything about the
+    config and data is checked before the workdir is created, so a rejected run leaves
+    nothing behind; a second run on a busy workdir is refused (WorkdirBusyError).
     """
     from dcinet_jax import methods
 
@@ -103,23 +129,25 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     setup_compilation_cache(config)
     method = methods.from_config(config)
     mesh = parallel.make_mesh()
-    method.batch_rule(config, mesh.devices.size)  # before any file is written
-
-    workdir.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = method.steps_per_epoch(config, jax.process_count())
     total = total_train_steps(config, steps_per_epoch)
     trainer = build_trainer(config, total, mesh=mesh)
     schedule = learning_rate_schedule(config, total)
-    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
-                                    best_metric=config.eval.best_metric)
 
-    start = ckpt.latest_step()
-    if start is None:
-        state = trainer.init_state()
-        start = 0
-    else:
-        state, _ = ckpt.restore(start, trainer.abstract_state())
+    workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+        return _train(trainer, workdir, total, steps_per_epoch, schedule, progress)
+
+
+def _train(trainer: Trainer, workdir: Path, total: int, steps_per_epoch: int, schedule,
+           progress: bool) -> dict:
+    config, method, mesh = trainer.config, trainer.method, trainer.mesh
+    ckpt = checkpoints.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
+                                    best_metric=config.eval.best_metric, config=config)
+    state, start, notes = _resume(ckpt, trainer)
     logger = MetricLogger(workdir, total_steps=total, initial_step=start, progress=progress)
+    for note in notes:
+        logger.write(note)
     logger.write(f'{jax.device_count()} device(s) over {jax.process_count()} process(es); '
                  f'{steps_per_epoch} steps/epoch, {total} steps in all; '
                  + (f'resuming from step {start}' if start else 'starting from scratch'))
@@ -191,8 +219,7 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
                                                                                   results)}
             if do_ckpt or do_eval:
                 ckpt.save(step, state, metrics=metrics_for_ckpt,
-                          meta={'total_steps': total, 'config_seed': config.seed,
-                                'method': str(config.get('method', 'dcinet'))})
+                          meta={'total_steps': total, 'config': checkpoints.config_record(config)})
             if stopped_by:
                 logger.write(f'signal {signal.Signals(stopped_by).name}: saved step {step}, '
                              'exiting; run the same command again to resume')

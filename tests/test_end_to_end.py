@@ -116,7 +116,7 @@ def test_sigterm_then_resume_matches_uninterrupted_run(test_config, demo_prepare
             break
         time.sleep(0.2)
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 75, out  # unfinished: "run the same command again"
     stopped = json.loads(out.strip().splitlines()[-1])
     assert stopped['stopped_by_signal'] == 'SIGTERM', out
     assert 2 <= stopped['step'] < 10
@@ -186,6 +186,12 @@ def test_eval_cli_restores_onto_fewer_devices(test_config, demo_prepared_dir, tm
          '--workdir', str(workdir), f'--config.data_dir={demo_prepared_dir}', '--step', '7'],
         env=_env(), capture_output=True, text=True)
     assert bad.returncode != 0 and 'no checkpoint for step 7' in bad.stderr
+    other = subprocess.run(
+        [sys.executable, '-m', 'dcinet_jax', 'eval', '--config', str(REPO / 'configs/test.py'),
+         '--workdir', str(workdir), f'--config.data_dir={demo_prepared_dir}',
+         '--config.data.num_classes=5'], env=_env(), capture_output=True, text=True)
+    assert other.returncode == 1 and 'Traceback' not in other.stderr, other.stderr
+    assert 'the checkpoint has data.num_classes=4, this config says 5' in other.stderr
 
 
 @pytest.mark.slow
@@ -254,7 +260,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(demo_prepar
             break
         time.sleep(0.2)
     outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [p.returncode for p in procs] == [75, 75], outs
     summaries = [json.loads(o.strip().splitlines()[-1]) for o in outs]
     assert summaries[0]['step'] == summaries[1]['step'] < 200, outs
     assert summaries[0]['stopped_by_signal'] == summaries[1]['stopped_by_signal'] == 'SIGTERM'
@@ -275,3 +281,8 @@ def test_cli_help_and_flag_errors():
     assert missing.returncode != 0 and '--workdir' in missing.stderr
     unknown = run([sys.executable, '-m', 'dcinet_jax', 'fly'])
     assert unknown.returncode != 0 and "unknown command 'fly'" in unknown.stderr
+    typo = run([sys.executable, '-m', 'dcinet_jax', 'summary', '--config',
+                str(REPO / 'configs' / 'test.py'), '--config.optim.learning_rat=0.1'])
+    assert typo.returncode == 1
+    assert typo.stderr.strip() == ('dcinet summary: error: --config.optim.learning_rat: no '
+                                   'such config field (did you mean learning_rate?)')

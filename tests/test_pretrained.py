@@ -156,3 +156,16 @@ def test_load_pretrained_backbone_on_dcinet_tree(test_config, tmp_path):
     with torch.no_grad():
         want = tm(nchw(((x / 255.0 - mean) / std).astype(np.float32))).numpy()
     scaled_close(out['logits'], want)
+
+
+def test_text_file_or_pickled_module_is_not_a_state_dict(tmp_path):
+    text = tmp_path / 'notes.pth'
+    text.write_text('these are not weights\n')
+    module = tmp_path / 'whole_model.pth'
+    torch.save(torch.nn.Linear(2, 2), module)
+    for path in (text, module):
+        with pytest.raises(ValueError, match=r'not a PyTorch state dict .*'
+                                             r'torch.save\(model.state_dict\(\), path\)'):
+            pretrained.load_state_dict(path)
+    with pytest.raises(ValueError, match='whole module'):
+        pretrained.load_state_dict(module)

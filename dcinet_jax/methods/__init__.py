@@ -3,8 +3,8 @@
 The trainer, the evaluation entry point, bench and profile are generic: everything a
 method knows lives in one module that provides the names below. A method is found by
 name: `register(name, module)` first, else the module `dcinet_jax.methods.<name>`,
-else a dotted module path (`mypackage.my_method`) for methods kept outside this
-repository. `get` checks the contract when the method is first looked up, so a
+else `<name>` as an importable module path (`mypackage.my_method`) for methods kept
+outside this repository. `get` checks the contract when the method is first looked up, so a
 missing piece is one clear error at start-up rather than a failure mid-run.
 
 The contract (see docs/methods.md for a worked example):
@@ -68,15 +68,18 @@ def get(name: str) -> Any:
     """The method called `name`: registered, built in, or an importable module path."""
     if name in _registry:
         return _registry[name]
-    module_name = f'{__name__}.{name}' if '.' not in name else name
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name not in (module_name, module_name.rpartition('.')[0]):
-            raise  # the method exists but one of its own imports is missing
+    candidates = [f'{__name__}.{name}', name] if '.' not in name else [name]
+    for module_name in candidates:
+        try:
+            module = importlib.import_module(module_name)
+            break
+        except ModuleNotFoundError as e:
+            if e.name != module_name and not module_name.startswith(f'{e.name}.'):
+                raise  # the method exists but one of its own imports is missing
+    else:
         known = sorted(set(BUILTIN) | set(_registry))
         raise ValueError(f'config.method={name!r}: no such method; known: {known} '
-                         '(or a dotted module path)') from None
+                         '(or an importable module path)')
     check_contract(module, name)
     _registry[name] = module
     return module
