@@ -20,6 +20,11 @@ exclusive):
 so the box never touches the last row/column. On 14x14 maps the box is always 7x7
 (lam = 0.75), on 7x7 maps 3x3, on 28x28 maps each side is 14 or 15.
 
+timm versions: this is the corner range of timm's Mixup as released up to 1.0.28 (the
+version the reference code ran on). timm 1.0.29 widened it to ``randint(0, H - cut_h + 1)``,
+so the box may touch the last row/column there; we keep the earlier range
+(docs/model.md#timm-versions).
+
 Small-map fallback (timm would crash on an empty ``randint`` range): when
 ``int(H * lo) >= int(H * hi)`` the cut size is ``int(H * lo)`` (likewise for W). A 4x4
 map gets a 2x2 box (lam 0.75), a 2x2 map a 1x1 box, a 1x1 map no box (lam 1). The
