@@ -1,0 +1,141 @@
+"""Retrieval results as markdown tables (the paper's layout) and as files on disk.
+
+The tables follow the paper's Tables 1-2: the bi-modal tasks and their average, then
+the X->all tasks and their average, three decimals, one row per method. The numbers
+printed in the papers (PAPER_REFERENCE) can be shown under a run's row for reading side
+by side; they come from the real PKU FG-XMedia test sets and are never compared against
+a run automatically (see docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ['PAPER_REFERENCE', 'atomic_write_text', 'format_table', 'paper_reference_table',
+           'save_results']
+
+PAPER_REFERENCE: dict[str, dict] = {
+    'DCINet (paper, ResNet50 layer4, real FG-XMedia)': {
+        'bimodal': {'i2t': 0.242, 'i2a': 0.572, 't2i': 0.294, 't2a': 0.242,
+                    'a2i': 0.585, 'a2t': 0.205},
+        'bimodal_average': 0.357,
+        'multimodal': {'i2all': 0.535, 't2all': 0.238, 'a2all': 0.458},
+        'multimodal_average': 0.411,
+    },
+    'ResNet50 baseline, no CMSI/CMCI (paper, real FG-XMedia)': {
+        'bimodal': {}, 'bimodal_average': 0.340,
+        'multimodal': {}, 'multimodal_average': 0.397,
+    },
+    'FGCrossNet, 4 media incl. video (paper, real FG-XMedia)': {
+        'bimodal': {}, 'bimodal_average': 0.366,
+        'multimodal': {}, 'multimodal_average': 0.412,
+    },
+}
+_PAPER_TASKS = next(iter(PAPER_REFERENCE.values()))  # the row that lists every task
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '—'
+    return f'{value:.3f}'
+
+
+def _tables(rows: list[tuple[str, Mapping]], bimodal_keys: list[str],
+            multimodal_keys: list[str]) -> str:
+    out = []
+    for title, part, avg, keys in (
+            ('Bi-modal retrieval (mAP)', 'bimodal', 'bimodal_average', bimodal_keys),
+            ('Multi-modal retrieval X->all (mAP)', 'multimodal', 'multimodal_average',
+             multimodal_keys)):
+        out += [f'**{title}**', '',
+                '| Method | ' + ' | '.join(keys + ['Avg']) + ' |',
+                '|---|' + '---:|' * (len(keys) + 1)]
+        for name, res in rows:
+            cells = [_fmt(res.get(part, {}).get(k)) for k in keys] + [_fmt(res.get(avg))]
+            out.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+        out.append('')
+    return '\n'.join(out)
+
+
+def format_table(results: Mapping, *, name: str = 'This run', with_paper: bool = False) -> str:
+    """Markdown tables of one run's results ({'bimodal': ..., 'multimodal': ..., averages}).
+
+    Columns are the run's own task keys, in its order. with_paper adds the paper's rows
+    under the run's; a "step" in results becomes a heading line.
+    """
+    rows = [(name, results)]
+    if with_paper:
+        rows += list(PAPER_REFERENCE.items())
+    text = _tables(rows, list(results['bimodal']), list(results['multimodal']))
+    if 'step' in results:
+        text = f'Step {results["step"]}\n\n' + text
+    return text
+
+
+def paper_reference_table() -> str:
+    """The papers' numbers (real PKU FG-XMedia test sets) as markdown tables."""
+    return ('Numbers reported in the papers, on the real PKU FG-XMedia dataset.\n\n'
+            + _tables(list(PAPER_REFERENCE.items()), list(_PAPER_TASKS['bimodal']),
+                      list(_PAPER_TASKS['multimodal'])))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to path via a temporary file in the same folder and a rename.
+
+    A reader sees either the old file or the whole new one, never a partial write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_results(results: Mapping, workdir: str | os.PathLike, step: int, *,
+                 markdown: str | None = None) -> dict[str, Path]:
+    """Write eval/<step>/results.{json,md} and the latest copy eval/results.{json,md}.
+
+    The JSON is `results` plus "step" (the caller's dict is not modified); the markdown is
+    `markdown` (another evaluator's table), by default the FG-XMedia
+    `format_table(..., with_paper=True)`. Every write is atomic. Returns the paths under
+    the keys 'step_json', 'step_md', 'latest_json', 'latest_md'.
+    """
+    payload = dict(results)
+    payload['step'] = int(step)
+    text_json = json.dumps(payload, indent=2, default=_json_default) + '\n'
+    if markdown is None:
+        markdown = format_table(payload, with_paper=True)
+    text_md = markdown + '\n'
+    eval_dir = Path(workdir) / 'eval'
+    paths = {
+        'step_json': eval_dir / str(int(step)) / 'results.json',
+        'step_md': eval_dir / str(int(step)) / 'results.md',
+        'latest_json': eval_dir / 'results.json',
+        'latest_md': eval_dir / 'results.md',
+    }
+    for key, path in paths.items():
+        atomic_write_text(path, text_json if key.endswith('json') else text_md)
+    return paths
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f'results: cannot write {type(obj).__name__} to JSON')
