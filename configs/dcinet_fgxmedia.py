@@ -1,4 +1,4 @@
-"""DCINet on PKU FG-XMedia with the paper's settings (SPEC 3.4).
+"""DCINet on PKU FG-XMedia with the paper's settings (docs/training.md#optimizer).
 
 Every other config imports this one and overrides fields, so this file is also the
 reference for what each field means.
@@ -15,9 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data_dir = ''
 
     c.data = d = ml_collections.ConfigDict()
-    d.modalities = ('image', 'audio', 'text')  # order fixes modality ids 0, 1, 2 (SPEC 3.3)
+    d.modalities = ('image', 'audio', 'text')  # order fixes modality ids 0, 1, 2 (docs/model.md#channel-groups)
     d.num_classes = 200
-    d.image_size = 448          # centre crop fed to the ResNet (SPEC 2.1)
+    d.image_size = 448          # centre crop fed to the ResNet (docs/data.md#resize-and-centre-crop)
     d.resize_size = 512         # square resize before the crop (reference code: 512)
     d.text_length = 448         # characters per text; must equal image_size (text net output)
     d.alphabet = 'lower_space'  # 'lower_space' (69 chars, default) or 'original' (68, no lower-casing)
@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.stage_sizes = ()          # custom stage depths, e.g. (1, 1, 1, 1)
     m.block = ''                # custom block: 'basic' or 'bottleneck'
     m.num_filters = 64          # base width; tiny test models use 8
-    m.cut = 'layer4'            # CCRN cut point: 'layer1' .. 'layer4' (SPEC 3.1)
+    m.cut = 'layer4'            # CCRN cut point: 'layer1' .. 'layer4' (docs/model.md#ccrn-cut-points)
     m.dtype = 'float32'         # compute dtype: 'float32' or 'bfloat16' (params stay float32)
     m.zero_init_last_bn = False
     m.text_embed_dim = 16

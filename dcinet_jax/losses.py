@@ -1,4 +1,4 @@
-"""Classification losses of DCINet (SPEC 3.4).
+"""Classification losses of DCINet (docs/model.md#loss).
 
 L = sum over modalities of CE(original-branch logits of that modality's samples, hard
 labels) + soft-target CE(interaction-branch logits, CMSI targets) over the whole batch.

@@ -1,4 +1,4 @@
-"""Raw audio → spectrogram image, reproducing the reference rendering (`docs/data.md`).
+"""Raw audio → spectrogram image, reproducing the reference rendering (`docs/data.md#audio-to-spectrogram`).
 
 Reference: mono at 22,050 Hz, |STFT| (n_fft 2048, hop 512, Hann, centred, linear
 frequency), dB relative to the clip maximum limited to 80 dB below it, magma colours,

@@ -1,6 +1,6 @@
 """What a prepared variant was built from, so `dcinet prepare` notices stale data.
 
-Beside the shards of a variant, `prepare` records (see `docs/data.md`):
+Beside the shards of a variant, `prepare` records (see `docs/data.md#prepared-variants`):
 - `prepare_info.json`: the settings that decide what gets stored (the manual dir's
   absolute path, `on_error`, `num_classes`, `text_errors`), a digest of the source
   table, the class count the lists were validated against and the largest label of

@@ -1,4 +1,4 @@
-"""Image bytes → RGB uint8 arrays, and the square resize + centre crop (`docs/data.md`).
+"""Image bytes → RGB uint8 arrays, and the square resize + centre crop (`docs/data.md#resize-and-centre-crop`).
 
 Decoding mirrors the reference `PIL.Image.open(f).convert('RGB')`: grayscale and
 palette images are expanded, CMYK uses PIL's conversion, alpha is dropped (not

@@ -1,4 +1,4 @@
-"""FG-XMedia list files → typed records (the layout is described in `docs/data.md`).
+"""FG-XMedia list files → typed records (the layout is described in `docs/data.md#list-files`).
 
 A list file `root/list/<modality>/<split>.txt` holds one sample per line:
 `relative/path label`, label 0-based. The label is the last whitespace-separated

@@ -3,7 +3,7 @@
 Pure NumPy (no TensorFlow), so the sampling rules can be tested and reasoned about on
 their own; `pipeline.py` turns a schedule into decoded batches. Every schedule is a
 function of (seed, epoch, modality) only, which is what makes the training iterator
-deterministic and resumable at any step. The rules are written up in `docs/data.md`.
+deterministic and resumable at any step. The rules are written up in `docs/training.md#samplers`.
 
 - Random sampler (the paper's): each modality's split is permuted per epoch and cut
   into global batches of b items; an epoch ends with the shortest modality

@@ -1,4 +1,4 @@
-"""Text files → fixed-length character index sequences (see `docs/data.md`).
+"""Text files → fixed-length character index sequences (see `docs/data.md#text-to-character-ids`).
 
 Index 0 is padding; character alphabet[i] has index i + 1. Characters outside the
 alphabet are dropped (not mapped to an "unknown" index), then the sequence is

@@ -21,7 +21,7 @@ def text_net_count(alphabet_chars, embed=16, length=448, hidden=None):
 
 def test_paper_config_matches_torch_resnet50_plus_text_net():
     table, total = summarize(dcinet_fgxmedia.get_config())
-    # The 69-character default alphabet (SPEC 2.3): a leading space + the 68 originals.
+    # The 69-character default alphabet (docs/data.md#alphabets): a leading space + the 68 originals.
     original = 'abcdefghijklmnopqrstuvwxyz0123456789,;.!?:\'"/\\|_@#$%^&*~`+-=<>()[]{}'
     assert len(original) == 68
     want = torch_count('bottleneck', (3, 4, 6, 3), 200) + text_net_count(len(' ' + original))

@@ -37,7 +37,7 @@ def np_conv2d_nchw(x, w, b):
 
 
 def numpy_text_net(ids, p):
-    """The SPEC 2.3 network as a PyTorch user would write it, in numpy (float64)."""
+    """The text network of docs/model.md#text-network as a PyTorch user would write it, in numpy (float64)."""
     emb = np.asarray(p['embedding'], np.float64).copy()
     emb[0] = 0.0                                        # padding row
     x = emb[ids].transpose(0, 2, 1)                     # (B, E, L)

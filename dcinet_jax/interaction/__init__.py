@@ -15,7 +15,7 @@ def interact(rng: jax.Array, x: jax.Array, labels: jax.Array, modality: jax.Arra
              num_classes: int, num_modalities: int, use_cmsi: bool, use_cmci: bool,
              label_smoothing: float = 0.1, minmax: tuple[float, float] = (0.5, 0.6)
              ) -> tuple[jax.Array, jax.Array]:
-    """Sub-module-1 features -> (interacted features, float32 soft targets) (SPEC 3.2-3.4).
+    """Sub-module-1 features -> (interacted features, float32 soft targets) (docs/model.md#cmsi, #cmci).
 
     CMSI (if on) then CMCI (if on); CMCI matches on the original hard labels of each
     slot, since CMSI keeps every sample in its slot. With CMSI off the targets are the

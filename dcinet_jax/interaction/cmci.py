@@ -1,4 +1,4 @@
-"""CMCI: cross-modal channel interaction (SPEC 3.3).
+"""CMCI: cross-modal channel interaction (docs/model.md#cmci).
 
 Channels are cut into ``num_modalities`` contiguous groups with boundaries
 floor(k * C / num_modalities); modality m owns group m. A sample of modality m takes,

@@ -1,4 +1,4 @@
-"""CMSI: cross-modal spatial interaction (SPEC 3.2).
+"""CMSI: cross-modal spatial interaction (docs/model.md#cmsi).
 
 A jittable re-expression of timm ``Mixup`` in mode 'batch' with ``cutmix_minmax`` set
 (mixup_alpha 0.8, cutmix_alpha 1.0, prob 1.0, switch_prob 1.0, so every batch is

@@ -1,4 +1,4 @@
-"""CCRN: the shared ResNet cut into two parts (SPEC 3.1).
+"""CCRN: the shared ResNet cut into two parts (docs/model.md#ccrn-cut-points).
 
 Sub-module 1 (`part1`) = stem .. cut stage; sub-module 2 (`part2`) = remaining stages +
 global average pool + fc. Both are methods of one module, so they share one variables

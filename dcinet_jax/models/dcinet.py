@@ -1,4 +1,4 @@
-"""DCINet: the shared two-part ResNet (CCRN) plus the text network (SPEC 3).
+"""DCINet: the shared two-part ResNet (CCRN) plus the text network (docs/model.md#overview).
 
 `DCINet.__call__` takes a dict of per-modality batches, turns each into a normalised
 NHWC image batch on the device, concatenates them along the batch axis in config

@@ -1,4 +1,4 @@
-"""Text network: character ids -> an L x L x 3 "image" for the shared backbone (SPEC 2.3).
+"""Text network: character ids -> an L x L x 3 "image" for the shared backbone (docs/model.md#text-network).
 
 ids (B, L) -> embedding (B, L, E) -> Conv1D `hidden` (k3, pad 1) -> ReLU
 -> Conv1D L (k3, pad 1) -> (B, L_pos, L_ch) -> transpose to (B, L_ch, L_pos, 1)
