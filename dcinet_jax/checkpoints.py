@@ -3,7 +3,7 @@
 A checkpoint holds three items: `model` (step, params and the other variable
 collections), `opt_state`, and a small JSON record `meta`. Evaluation restores `model`
 alone. The data position and the per-step RNG are functions of the step (the input
-pipeline resumes from `start_step`, the step key is `fold_in(seed, step)`), so the step
+pipeline resumes from `start_step`, the step key is `fold_in(key(seed + 1), step)`), so the step
 alone restores them. Saves are asynchronous; orbax writes into a temporary directory
 and renames it when complete, so a half-written checkpoint is never restored.
 
