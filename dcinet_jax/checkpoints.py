@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,12 +29,18 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from dcinet_jax.state import TrainState
 
 
+# Orbax warnings that are expected here: saves between evaluations carry no metrics, and
+# readers open directories read-only on purpose.
+_ORBAX_NOISE = ('Requested `tracked_metric`', 'read_only=True, setting save_interval_steps',
+                'Given directory is read only')
+
+
 class _DropOrbaxNoise(logging.Filter):
-    """Orbax warns on every save without metrics when a best metric is tracked; saves
-    between evaluations are meant to have none."""
+    """Drops the expected orbax warnings listed in _ORBAX_NOISE."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return 'Requested `tracked_metric`' not in record.getMessage()
+        message = record.getMessage()
+        return not any(noise in message for noise in _ORBAX_NOISE)
 
 
 logging.getLogger('absl').addFilter(_DropOrbaxNoise())
@@ -55,6 +62,8 @@ class DiskFullError(OSError):
     """No room for a checkpoint; raised at the save that does not fit."""
 
 
+# Listing attempts of a directory that a live training run is pruning at the same time.
+_LIST_RETRIES = 5
 # Free space a save must leave beside the state's own size (metadata, filesystem slack).
 DISK_MARGIN_BYTES = 64 << 20
 
@@ -97,8 +106,16 @@ class Checkpointer:
         handlers = {'model': ocp.StandardCheckpointHandler(),
                     'opt_state': ocp.StandardCheckpointHandler(),
                     'meta': ocp.JsonCheckpointHandler()}
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_handlers=handlers)
+        for attempt in range(_LIST_RETRIES):
+            try:
+                self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                                      item_handlers=handlers)
+                break
+            except FileNotFoundError:
+                # A live training run deleted an old step while we listed the directory.
+                if not read_only or attempt == _LIST_RETRIES - 1:
+                    raise
+                time.sleep(0.2)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -175,6 +192,11 @@ class Checkpointer:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 - any other failure to read is corruption
+            if not (self.directory / str(step)).exists():
+                raise FileNotFoundError(
+                    f'checkpoint step {step} was removed from {self.directory} while being '
+                    'read (a live training run keeps only its latest checkpoints); evaluate '
+                    'a newer step') from e
             if 'not compatible with the stored shape' in str(e):
                 raise CheckpointMismatchError(
                     f'checkpoint step {step} in {self.directory} does not fit this config: '

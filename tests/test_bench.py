@@ -278,18 +278,6 @@ def test_batch_granularity_follows_the_methods_batch_rule(test_config):
 
 # ----------------------------------------------------------------------------- packaging
 
-def test_perf_imports_without_tensorflow():
-    """bench and profile run on accelerator hosts that have no TensorFlow."""
-    code = ('import sys, dcinet_jax.perf.bench, dcinet_jax.perf.profiling\n'
-            'from dcinet_jax import methods\n'
-            "methods.get('dcinet')\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))")
-    proc = subprocess.run([sys.executable, '-c', code], env=processes.subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == '[]'
-
-
 def test_peer_is_a_module_of_the_installed_package(tmp_path):
     """The peer ships inside the package (the `[torch]` extra adds torch) and runs as
     `python -m dcinet_jax.perf.torch_peer` from any folder: no file-path loading."""

@@ -17,7 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from dcinet_jax import checkpoints, retrieval, state, train
+from dcinet_jax import checkpoints, state, train
+from dcinet_jax.evaluators import fgxmedia
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def _chance_map(labels_by_modality, seed=0):
     rng = np.random.default_rng(seed)
     feats = {m: (rng.random((len(y), 4)).astype(np.float32), y)
              for m, y in labels_by_modality.items()}
-    return retrieval.evaluate(feats)['bimodal_average']
+    return fgxmedia.evaluate_features(feats)["bimodal_average"]
 
 
 @pytest.mark.slow

@@ -7,10 +7,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+# What runs on accelerator hosts (which have no TensorFlow), and the TF-free parts of
+# the input pipeline that both sides or the prepare workers import.
 ACCELERATOR_SIDE = ('dcinet_jax.models', 'dcinet_jax.train_step', 'dcinet_jax.state',
                     'dcinet_jax.methods', 'dcinet_jax.methods.dcinet', 'dcinet_jax.train',
                     'dcinet_jax.evaluate', 'dcinet_jax.evaluators.fgxmedia',
-                    'dcinet_jax.checkpoints', 'input_pipeline.spec')
+                    'dcinet_jax.checkpoints', 'dcinet_jax.perf.bench',
+                    'dcinet_jax.perf.profiling', 'input_pipeline.spec',
+                    'input_pipeline.samplers', 'input_pipeline.encode')
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
@@ -23,8 +27,15 @@ def test_accelerator_side_imports_leave_tensorflow_out():
             f'for name in {ACCELERATOR_SIDE!r}:\n'
             '    importlib.import_module(name)\n'
             "    assert 'tensorflow' not in sys.modules, name\n"
+            "    assert 'tensorflow_datasets' not in sys.modules, name\n"
             "print('clean')")
     out = _run(code)
+    assert out.returncode == 0 and 'clean' in out.stdout, out.stderr[-2000:]
+
+
+def test_spec_is_standard_library_only():
+    out = _run("import sys, input_pipeline.spec; assert 'PIL' not in sys.modules; "
+               "assert 'numpy' not in sys.modules; print('clean')")
     assert out.returncode == 0 and 'clean' in out.stdout, out.stderr[-2000:]
 
 

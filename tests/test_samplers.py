@@ -1,19 +1,10 @@
 """input_pipeline/samplers.py: the NumPy batch schedules, without TensorFlow."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from input_pipeline import samplers
-
-
-def test_importing_samplers_spec_and_encode_leaves_tensorflow_out():
-    code = ('import sys, input_pipeline.spec, input_pipeline.samplers, input_pipeline.encode; '
-            'assert "tensorflow" not in sys.modules, "tensorflow imported"; '
-            'assert "tensorflow_datasets" not in sys.modules')
-    subprocess.run([sys.executable, '-c', code], check=True)
 
 
 def test_steps_per_epoch_is_the_shortest_modality():
