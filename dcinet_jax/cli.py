@@ -1,6 +1,6 @@
 """`dcinet` command line: thin subcommands that parse flags and call into the library.
 
-    dcinet demo-data --out DIR [--classes N --per_class K --seed S]
+    dcinet demo-data --out DIR [--format fgxmedia|vegas|ave --classes N --per_class K --seed S]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--config.field=value ...]
@@ -92,19 +92,28 @@ def _config(fv):
     return config
 
 
-@command('demo-data', 'write the built-in demo dataset in the FG-XMedia layout')
+@command('demo-data', 'write a built-in demo dataset (FG-XMedia layout, or VEGAS/AVE features)')
 def demo_data(argv):
     def define(fv):
         flags.DEFINE_string('out', None, 'output directory', flag_values=fv, required=True)
-        flags.DEFINE_integer('classes', 10, 'number of classes', flag_values=fv)
-        flags.DEFINE_integer('per_class', 12, 'items per class, modality and split',
-                             flag_values=fv)
+        flags.DEFINE_enum('format', 'fgxmedia', ['fgxmedia', 'vegas', 'ave'],
+                          'fgxmedia: the FG-XMedia folder layout; vegas / ave: a synthetic '
+                          'audio-visual feature file (vegas_feature_norm.h5 / '
+                          'ave_feature_norm.h5)', flag_values=fv)
+        flags.DEFINE_integer('classes', None, 'number of classes (default: 10 for '
+                             'fgxmedia and vegas, 15 for ave)', flag_values=fv)
+        flags.DEFINE_integer('per_class', None, 'items per class, modality and split '
+                             '(default 12); vegas/ave: train pairs per class (default 80, '
+                             'test a quarter of it)', flag_values=fv)
         flags.DEFINE_alias('per-class', 'per_class', flag_values=fv)
         flags.DEFINE_integer('seed', 0, 'random seed (the output is deterministic)',
                              flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
     from input_pipeline import demo
-    demo.demo_main(fv.out, fv.classes, fv.per_class, fv.seed)
+    if fv.format == 'fgxmedia':
+        demo.demo_main(fv.out, fv.classes or 10, fv.per_class or 12, fv.seed)
+    else:
+        demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
 
 
 @command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')

@@ -18,7 +18,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-__all__ = ['smooth_one_hot', 'cross_entropy', 'soft_target_cross_entropy', 'dcinet_loss']
+__all__ = ['smooth_one_hot', 'cross_entropy', 'soft_target_cross_entropy', 'dcinet_loss',
+           'paired_distance', 'normalized_center_loss', 'center_loss', 'label_regression_loss']
 
 
 def smooth_one_hot(labels: jax.Array, num_classes: int, smoothing: float = 0.0) -> jax.Array:
@@ -99,3 +100,59 @@ def dcinet_loss(logits: jax.Array, labels: jax.Array, modality: jax.Array, *,
                                                        axis_name=axis_name)
     total = sum(terms.values(), jnp.float32(0.0))
     return total, terms
+
+
+# ----------------------------------------------------------------------------- DSFFN
+# The audio-visual objective (docs/dsffn.md#losses): CE per modality + alpha * paired
+# distance + beta * centre loss. These take one device's batch; `class_counts` lets the
+# caller pass counts over the global batch.
+
+def _safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
+    """L2 norm with a zero (not NaN) gradient at the zero vector."""
+    sq = jnp.sum(jnp.square(x), axis=axis)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def paired_distance(a: jax.Array, b: jax.Array) -> jax.Array:
+    """mean_i ||a_i - b_i||_2 (not squared); identical pairs give a zero gradient."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f'paired_distance: a {a.shape} and b {b.shape} must both be (B, D)')
+    return jnp.mean(_safe_norm(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+def normalized_center_loss(features: jax.Array, labels: jax.Array, centers: jax.Array, *,
+                           class_counts: jax.Array | None = None) -> jax.Array:
+    """1/2 sum_i ||f_i / max(||f_i||, 1e-12) - c_{y_i}||^2 / n_{y_i}.
+
+    n_c is the number of samples of class c in the batch (`class_counts`, (m,), when the
+    caller counts over a larger batch than `features`). A sum, not a mean: every class
+    present contributes its mean squared distance.
+    """
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f'normalized_center_loss: features must be (B, D) and labels (B,), '
+                         f'got {features.shape} and {labels.shape}')
+    f = features.astype(jnp.float32)
+    f = f / jnp.maximum(_safe_norm(f)[:, None], 1e-12)
+    if class_counts is None:
+        class_counts = jnp.zeros(centers.shape[0], jnp.float32).at[labels].add(1.0)
+    n = jnp.maximum(class_counts[labels].astype(jnp.float32), 1.0)
+    return 0.5 * jnp.sum(jnp.sum(jnp.square(f - centers[labels]), axis=-1) / n)
+
+
+def center_loss(features: jax.Array, labels: jax.Array, centers: jax.Array) -> jax.Array:
+    """The paper's form: (1 / 2n) sum_i ||f_i - c_{y_i}||^2 on raw features."""
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f'center_loss: features must be (B, D) and labels (B,), got '
+                         f'{features.shape} and {labels.shape}')
+    d = features.astype(jnp.float32) - centers[labels]
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(d), axis=-1))
+
+
+def label_regression_loss(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """The paper's discrimination term: (1/n) ||scores - onehot(labels)||_F."""
+    if scores.ndim != 2 or labels.shape != scores.shape[:1]:
+        raise ValueError(f'label_regression_loss: scores must be (B, K) and labels (B,), '
+                         f'got {scores.shape} and {labels.shape}')
+    target = jax.nn.one_hot(labels, scores.shape[-1], dtype=jnp.float32)
+    return _safe_norm((scores.astype(jnp.float32) - target).reshape(-1), axis=0) / scores.shape[0]

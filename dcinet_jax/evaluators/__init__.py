@@ -27,7 +27,7 @@ from types import ModuleType
 
 __all__ = ['get', 'names', 'register']
 
-_BUILTIN: tuple[str, ...] = ('fgxmedia',)
+_BUILTIN: tuple[str, ...] = ('fgxmedia', 'audiovisual')
 _registered: dict[str, ModuleType] = {}
 
 

@@ -53,7 +53,7 @@ from typing import Any
 REQUIRED = ('build_model', 'init_variables', 'loss_fn', 'optimizer', 'batch_rule',
             'examples_per_step', 'steps_per_epoch', 'train_batches', 'synthetic_batch',
             'eval_outputs', 'DEFAULT_EVALUATOR')
-BUILTIN = ('dcinet',)
+BUILTIN = ('dcinet', 'dsffn')
 
 _registry: dict[str, Any] = {}
 
