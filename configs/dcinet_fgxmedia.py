@@ -33,17 +33,28 @@ def get_config() -> ml_collections.ConfigDict:
     d.text_errors = 'strict'    # `dcinet prepare`, non-UTF-8 text bytes: 'strict' (error), 'replace' or 'ignore'
 
     c.model = m = ml_collections.ConfigDict()
-    m.backbone = 'resnet50'     # resnet18/34/50/101/152, or 'custom' with the two fields below
+    # Backbone (docs/model.md#backbone-contract): resnet18/34/50/101/152, 'custom' (ResNet
+    # with the two fields below), vgg16, vgg19, vgg16_bn, vgg19_bn, vit_ti16, vit_s16,
+    # vit_b16, vit_b32, vit_l16. configs/backbones.py holds the paper's Table 4 presets.
+    m.backbone = 'resnet50'
     m.stage_sizes = ()          # custom stage depths, e.g. (1, 1, 1, 1)
     m.block = ''                # custom block: 'basic' or 'bottleneck'
-    m.num_filters = 64          # base width; tiny test models use 8
-    m.cut = 'layer4'            # CCRN cut point: 'layer1' .. 'layer4' (docs/model.md#ccrn-cut-points)
+    m.num_filters = 64          # ResNet/VGG base width; tiny test models use 8
+    m.cut = 'layer4'            # cut point: 'layer1' .. 'layer4'; ViT also 'block1' .. (docs/model.md#cut-points)
+    m.head = 'tv'               # VGG head: 'tv' (7x7 pool + fc6/fc7/fc8) or 'gap' (average + one FC)
+    m.head_hidden = 4096        # VGG fc6/fc7 width
+    m.vit_width = 0             # ViT overrides, 0 = the named size's value
+    m.vit_depth = 0
+    m.vit_heads = 0
+    m.vit_mlp_dim = 0
+    m.vit_patch = 0
+    m.vit_grid = 0              # side of the ViT map given to CMSI/CMCI; 0 = ceil(image_size / 32)
     m.dtype = 'float32'         # compute dtype: 'float32' or 'bfloat16' (params stay float32)
     m.zero_init_last_bn = False
     m.text_embed_dim = 16
     m.text_hidden = 0           # 0: text_length // 2 (224 at 448)
     m.bn_sync = True            # BatchNorm statistics averaged across devices
-    m.pretrained = ''           # PyTorch ResNet .pth/.safetensors (torchvision or timm key names)
+    m.pretrained = ''           # PyTorch .pth/.safetensors for the backbone (torchvision or timm key names)
 
     c.interaction = i = ml_collections.ConfigDict()
     i.cmsi = True

@@ -56,7 +56,7 @@ def summarize(config: Any) -> tuple[str, int]:
         top = mod.split('/')[0]
         subtotals[top] = subtotals.get(top, 0) + count
     total = sum(subtotals.values())
-    stats = int(sum(np.prod(a.shape, dtype=np.int64) for a in jax.tree.leaves(abstract['batch_stats'])))
+    stats = int(sum(np.prod(a.shape, dtype=np.int64) for a in jax.tree.leaves(abstract.get('batch_stats', {}))))
 
     w_mod = max([len('module')] + [len(r[0]) for r in rows])
     w_shape = max([len('parameters')] + [len(r[1]) for r in rows])

@@ -44,8 +44,11 @@ def loss_fn(params, variables, batch, rng, *, model, config, step, axis_name=Non
     inputs = {m: batch[m]['inputs'] for m in modalities}
     labels = concat_labels(batch, modalities)
 
+    # Dropout (VGG's `tv` head) draws from its own stream; `rng` itself still feeds the
+    # interactions, so backbones without dropout see the same draws as before.
+    rngs = {'dropout': jax.random.fold_in(rng, 1)}
     out, mutated = model.apply({'params': params, **variables}, inputs, train=True,
-                               mutable=['batch_stats'])
+                               mutable=['batch_stats'], rngs=rngs)
     dual_logits = dual_targets = None
     if ia.cmsi or ia.cmci:
         mixed, dual_targets = interact(
@@ -54,17 +57,17 @@ def loss_fn(params, variables, batch, rng, *, model, config, step, axis_name=Non
             use_cmsi=ia.cmsi, use_cmci=ia.cmci, label_smoothing=ia.label_smoothing,
             minmax=tuple(ia.cutmix_minmax))
         dual_logits, mutated = model.apply(
-            {'params': params, 'batch_stats': mutated['batch_stats']}, mixed, train=True,
-            mutable=['batch_stats'], method='head')
+            {'params': params, **mutated}, mixed, train=True,
+            mutable=['batch_stats'], method='head', rngs={'dropout': jax.random.fold_in(rng, 2)})
     loss, terms = losses.dcinet_loss(out['logits'], labels, out['modality'],
                                      modalities=modalities, dual_logits=dual_logits,
                                      dual_targets=dual_targets)
     accuracy = jnp.mean(jnp.argmax(out['logits'], -1) == labels)
-    batch_stats = mutated['batch_stats']
-    if axis_name is not None and not config.model.bn_sync:
+    collections = dict(mutated)  # {'batch_stats': ...}, or {} without BatchNorm
+    if axis_name is not None and not config.model.bn_sync and collections:
         # Normalised with per-device statistics; running averages kept replicated.
-        batch_stats = jax.lax.pmean(batch_stats, axis_name)
-    return loss, ({'batch_stats': batch_stats}, dict(terms, loss=loss, accuracy=accuracy))
+        collections = jax.lax.pmean(collections, axis_name)
+    return loss, (collections, dict(terms, loss=loss, accuracy=accuracy))
 
 
 def batch_rule(config: Any, num_devices: int) -> None:
@@ -123,8 +126,10 @@ def eval_outputs(model, variables, config) -> dict:
 
 
 def load_pretrained(variables: dict, config: Any) -> dict | None:
-    """`model.pretrained`: a PyTorch ResNet state dict for the shared backbone."""
+    """`model.pretrained`: a PyTorch state dict (torchvision/timm names) for the shared backbone."""
     if not config.model.pretrained:
         return None
     from dcinet_jax import pretrained
-    return pretrained.load_pretrained_backbone(config.model.pretrained, variables)
+    from dcinet_jax.models import backbones
+    return pretrained.load_pretrained_backbone(
+        config.model.pretrained, variables, family=backbones.family(config.model.backbone))

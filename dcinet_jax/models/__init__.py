@@ -1,9 +1,13 @@
-"""Flax Linen modules: ResNet family, two-part CCRN, text network, DCINet."""
+"""Flax Linen modules: the backbone registry (ResNet/CCRN, VGG, ViT), text network, DCINet."""
 
+from dcinet_jax.models.backbones import BACKBONE_NAMES, backbone_kwargs, family
 from dcinet_jax.models.ccrn import CCRN, CUT_POINTS
 from dcinet_jax.models.dcinet import DCINet, backbone_layout, build_model, dummy_inputs, init_variables
 from dcinet_jax.models.resnet import RESNET_SPECS, BatchNorm, ResNet
 from dcinet_jax.models.text_net import TextNet
+from dcinet_jax.models.vgg import VGG
+from dcinet_jax.models.vit import ViT
 
-__all__ = ['CCRN', 'CUT_POINTS', 'DCINet', 'backbone_layout', 'build_model', 'dummy_inputs', 'init_variables',
-           'RESNET_SPECS', 'BatchNorm', 'ResNet', 'TextNet']
+__all__ = ['BACKBONE_NAMES', 'backbone_kwargs', 'family', 'CCRN', 'CUT_POINTS', 'DCINet',
+           'backbone_layout', 'build_model', 'dummy_inputs', 'init_variables',
+           'RESNET_SPECS', 'BatchNorm', 'ResNet', 'TextNet', 'VGG', 'ViT']

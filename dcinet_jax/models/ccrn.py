@@ -8,24 +8,39 @@ each can be applied on its own:
     h = ccrn.apply(v, x, train=False, method='part1')
     logits, pooled = ccrn.apply(v, h, train=False, method='part2')
 
-The cross-modal interactions (CMSI, CMCI) act on `h` between the two calls.
+The cross-modal interactions (CMSI, CMCI) act on `h` between the two calls. CCRN is
+the `resnet` family of the backbone contract (docs/model.md#backbone-contract).
 """
 
 from __future__ import annotations
 
 import jax
 
-from dcinet_jax.models.resnet import ResNet, stage_names
+from dcinet_jax.models.resnet import BLOCK_EXPANSION, ResNet, stage_names
 
 Array = jax.Array
 
 CUT_POINTS = stage_names(4)  # ('layer1', 'layer2', 'layer3', 'layer4')
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class CCRN(ResNet):
     """A `ResNet` with a cut point; `__call__` is still the uncut forward (logits)."""
 
     cut: str = 'layer4'
+
+    input_mean = IMAGENET_MEAN  # the statistics torchvision's ImageNet weights expect
+    input_std = IMAGENET_STD
+
+    @property
+    def cut_points(self) -> tuple[str, ...]:
+        return stage_names(len(self.stage_sizes))
+
+    @property
+    def cut_channels(self) -> int:
+        """Channels of the map at the cut (what CMCI splits into groups)."""
+        return self.num_filters * 2 ** (self._cut_index() - 1) * BLOCK_EXPANSION[self.block]
 
     def _cut_index(self) -> int:
         names = stage_names(len(self.stage_sizes))

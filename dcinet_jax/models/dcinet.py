@@ -1,7 +1,9 @@
-"""DCINet: the shared two-part ResNet (CCRN) plus the text network (docs/model.md#overview).
+"""DCINet: one shared two-part backbone plus the text network (docs/model.md#overview).
 
-`DCINet.__call__` takes a dict of per-modality batches, turns each into a normalised
-NHWC image batch on the device, concatenates them along the batch axis in config
+The backbone is any member of the registry in `dcinet_jax.models.backbones` (ResNet/CCRN,
+VGG, ViT; docs/model.md#backbone-contract); it is always the submodule `backbone`.
+`DCINet.__call__` takes a dict of per-modality batches, turns each into an NHWC image
+batch on the device (uint8 images normalised with the backbone's own statistics), concatenates them along the batch axis in config
 order, and runs sub-module 1 once. It returns the cut-point feature map (for CMSI /
 CMCI) and the original-branch logits; `DCINet.head` runs sub-module 2 on interacted
 features. The ml_collections config is only read by `build_model` /
@@ -17,24 +19,26 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from dcinet_jax.models.ccrn import CCRN
-from dcinet_jax.models.resnet import BLOCK_EXPANSION, RESNET_SPECS, stage_names
+from dcinet_jax.models import backbones
+from dcinet_jax.models.ccrn import CCRN, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
 from dcinet_jax.models.text_net import TextNet
 from input_pipeline.spec import VOCAB_SIZES
 
 Array = jax.Array
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 class DCINet(nn.Module):
-    """Shared CCRN over image-like modalities and text (the text net feeds the same CCRN).
+    """Shared backbone over image-like modalities and text (the text net feeds the same backbone).
 
     Every modality except 'text' is an image-like batch: uint8 [b, H, W, 3] (normalised
-    here with the ImageNet mean/std) or float [b, H, W, 3] (taken as normalised).
-    'text' is int [b, L] character ids.
+    here with the backbone's `input_mean`/`input_std`) or float [b, H, W, 3] (taken as
+    normalised). 'text' is int [b, L] character ids.
+
+    `arch` is a backbone family ('resnet', 'vgg', 'vit'); for 'resnet' the fields
+    `stage_sizes` .. `cut` describe the CCRN, for the others `arch_kwargs` holds the
+    module's fields as sorted (name, value) pairs (see `backbones.backbone_kwargs`).
     """
 
     modalities: Sequence[str]
@@ -50,12 +54,19 @@ class DCINet(nn.Module):
     text_embed_dim: int = 16
     text_hidden: int = 0
     bn_axis_name: str | None = None
+    arch: str = 'resnet'
+    arch_kwargs: tuple = ()
 
     def setup(self) -> None:
-        self.backbone = CCRN(stage_sizes=tuple(self.stage_sizes), block=self.block,
-                             num_filters=self.num_filters, num_classes=self.num_classes,
-                             dtype=self.dtype, zero_init_last_bn=self.zero_init_last_bn,
-                             bn_axis_name=self.bn_axis_name, cut=self.cut)
+        if self.arch == 'resnet':
+            self.backbone = CCRN(stage_sizes=tuple(self.stage_sizes), block=self.block,
+                                 num_filters=self.num_filters, num_classes=self.num_classes,
+                                 dtype=self.dtype, zero_init_last_bn=self.zero_init_last_bn,
+                                 bn_axis_name=self.bn_axis_name, cut=self.cut)
+        else:
+            self.backbone = backbones.create(self.arch, dict(self.arch_kwargs),
+                                             num_classes=self.num_classes, dtype=self.dtype,
+                                             bn_axis_name=self.bn_axis_name)
         if 'text' in self.modalities:
             self.text_net = TextNet(vocab_size=self.text_vocab_size, length=self.text_length,
                                     embed_dim=self.text_embed_dim, hidden=self.text_hidden,
@@ -68,8 +79,8 @@ class DCINet(nn.Module):
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"DCINet input {name!r} must be [b, H, W, 3], got shape {x.shape}")
         if x.dtype == jnp.uint8:
-            mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
-            std = jnp.asarray(IMAGENET_STD, jnp.float32)
+            mean = jnp.asarray(type(self.backbone).input_mean, jnp.float32)
+            std = jnp.asarray(type(self.backbone).input_std, jnp.float32)
             x = (x.astype(jnp.float32) / 255.0 - mean) / std
         elif not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"DCINet input {name!r} must be uint8 or float, got {x.dtype}")
@@ -104,21 +115,8 @@ class DCINet(nn.Module):
 
 
 def backbone_layout(mc: Any) -> tuple[str, tuple[int, ...]]:
-    """(block, stage_sizes) from config.model (a named ResNet or 'custom')."""
-    if mc.backbone == 'custom':
-        block, stages = str(mc.block), tuple(int(s) for s in mc.stage_sizes)
-        if block not in BLOCK_EXPANSION:
-            raise ValueError(f"config.model.block must be 'basic' or 'bottleneck' for a custom "
-                             f'backbone, got {block!r}')
-        if not stages or min(stages) < 1 or len(stages) > 4:
-            raise ValueError(f'config.model.stage_sizes must hold 1-4 positive ints for a custom '
-                             f'backbone, got {tuple(mc.stage_sizes)!r}')
-        return block, stages
-    if mc.backbone not in RESNET_SPECS:
-        raise ValueError(f'config.model.backbone must be one of {sorted(RESNET_SPECS)} or '
-                         f"'custom', got {mc.backbone!r}")
-    return RESNET_SPECS[mc.backbone]
-
+    """(block, stage_sizes) from config.model (a named ResNet or 'custom'; ResNets only)."""
+    return backbones.resnet_layout(mc)
 
 
 def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
@@ -128,10 +126,7 @@ def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
     None for per-device statistics.
     """
     mc, dc = config.model, config.data
-    block, stages = backbone_layout(mc)
-    names = stage_names(len(stages))
-    if mc.cut not in names:
-        raise ValueError(f'config.model.cut must be one of {names}, got {mc.cut!r}')
+    fam, kwargs = backbones.backbone_kwargs(mc, int(dc.image_size))
     if mc.dtype not in DTYPES:
         raise ValueError(f'config.model.dtype must be one of {sorted(DTYPES)}, got {mc.dtype!r}')
     modalities = tuple(dc.modalities)
@@ -147,21 +142,22 @@ def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
                              f'outputs a text_length x text_length image')
     if int(mc.num_filters) < 1 or int(dc.num_classes) < 1:
         raise ValueError('config.model.num_filters and config.data.num_classes must be >= 1')
-    return DCINet(
+    common = dict(
         modalities=modalities,
         num_classes=int(dc.num_classes),
-        stage_sizes=stages,
-        block=block,
-        num_filters=int(mc.num_filters),
         cut=str(mc.cut),
         dtype=DTYPES[mc.dtype],
-        zero_init_last_bn=bool(mc.zero_init_last_bn),
         text_length=int(dc.text_length),
         text_vocab_size=VOCAB_SIZES.get(dc.alphabet, 1),
         text_embed_dim=int(mc.text_embed_dim),
         text_hidden=int(mc.text_hidden),
         bn_axis_name=bn_axis_name,
     )
+    if fam == 'resnet':
+        return DCINet(stage_sizes=kwargs['stage_sizes'], block=kwargs['block'],
+                      num_filters=kwargs['num_filters'],
+                      zero_init_last_bn=kwargs['zero_init_last_bn'], **common)
+    return DCINet(stage_sizes=(), arch=fam, arch_kwargs=tuple(sorted(kwargs.items())), **common)
 
 
 def dummy_inputs(model: DCINet, config: Any, batch_per_modality: int = 1) -> dict[str, Array]:
@@ -177,6 +173,11 @@ def dummy_inputs(model: DCINet, config: Any, batch_per_modality: int = 1) -> dic
 
 
 def init_variables(model: DCINet, rng: Array, config: Any) -> dict[str, Any]:
-    """{'params', 'batch_stats'} for `model`; traceable, so it also runs under `jax.eval_shape`."""
+    """{'params', 'batch_stats'} for `model`; traceable, so it also runs under `jax.eval_shape`.
+
+    A backbone without BatchNorm (plain VGG, ViT) has no 'batch_stats'."""
     variables = model.init(rng, dummy_inputs(model, config), train=False)
-    return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+    out = {'params': variables['params']}
+    if 'batch_stats' in variables:
+        out['batch_stats'] = variables['batch_stats']
+    return out
