@@ -73,14 +73,17 @@ def _labels(raw: np.ndarray, where: str, num_classes: int | None) -> np.ndarray:
         bad = ~np.isfinite(raw) | (raw != np.round(raw))
         if bad.any():
             i = int(np.argmax(bad))
-            raise AVDataError(f'{where}: label {raw[i]!r} at row {i} is not an integer '
+            raise AVDataError(f'{where}: label {raw[i].item()!r} at row {i} is not an integer '
                               f'({int(bad.sum())} such rows)')
     if raw.size:
         lo, hi = raw.min(), raw.max()
         if lo < 0 or (num_classes is not None and hi >= num_classes):
-            i = int(np.argmax((raw < 0) | ((raw >= num_classes) if num_classes else False)))
+            bad = raw < 0
+            if num_classes is not None:
+                bad = bad | (raw >= num_classes)
+            i = int(np.argmax(bad))
             limit = f'0..{num_classes - 1}' if num_classes else '>= 0'
-            raise AVDataError(f'{where}: label {raw[i]!r} at row {i} is out of range '
+            raise AVDataError(f'{where}: label {raw[i].item()!r} at row {i} is out of range '
                               f'(expected {limit})')
         if hi > np.iinfo(np.int32).max:
             raise AVDataError(f'{where}: label {hi} does not fit int32')
