@@ -5,7 +5,7 @@
         --config.data.data_dir=/tmp/vegas_demo
 
 Same code paths as configs/dsffn_vegas.py on the real 1024-d / 128-d inputs; only the
-widths shrink: encoders 256, MSN channels 16/32/64 (MFA width 64), head 192 -> 64 -> 32,
+widths shrink: encoders 256, MSN channels 16/32/64 (MFA width 64), head 192 -> 128 -> 64,
 batch 32, a larger learning rate, a few epochs, and inputs standardised with the
 train statistics (the reference feeds raw features: `data.input_norm='none'`).
 """
@@ -19,8 +19,8 @@ def get_config():
     c.data.batch_per_modality = 32
     c.model.encoder_width = 256
     c.model.channels = (16, 32, 64)
-    c.model.head_hidden = 64
-    c.model.embed_dim = 32
+    c.model.head_hidden = 128
+    c.model.embed_dim = 64
     c.data.input_norm = 'standardize'   # the synthetic features are offset, non-negative
     c.optim.learning_rate = 1e-3
     c.eval.batch_size = 256

@@ -181,8 +181,22 @@ def partner_permutation(n: int, seed: int) -> np.ndarray:
     return perm
 
 
+_FORWARD_CACHE: dict = {}
+
+
+def _forward(model, pairing: str):
+    """The jitted eval forward of `model` (one compile per model and pairing)."""
+    key = (id(model), pairing)
+    if key not in _FORWARD_CACHE or _FORWARD_CACHE[key][0] is not model:
+        if len(_FORWARD_CACHE) > 8:
+            _FORWARD_CACHE.clear()
+        _FORWARD_CACHE[key] = (model, jax.jit(
+            lambda var, v, a: model.apply(var, v, a, train=False, pairing=pairing)))
+    return _FORWARD_CACHE[key][1]
+
+
 def _features(model, variables, visual, audio, *, pairing, batch_size):
-    fn = jax.jit(lambda var, v, a: model.apply(var, v, a, train=False, pairing=pairing))
+    fn = _forward(model, pairing)
     n = visual.shape[0]
     ov, oa = [], []
     for start in range(0, n, batch_size):
