@@ -132,3 +132,31 @@ def test_cli_bench_runs_the_dsffn_step(tmp_path):
     r = json.loads(out.read_text())
     assert r['method'] == 'dsffn' and r['eval'] is None
     assert r['images_per_step'] == 32 and r['step_time_s'] > 0 and np.isfinite(r['final_loss'])
+
+
+@pytest.mark.parametrize('variant,forms', [
+    ('mfa', ('ce', 'shared_normalized')), ('intra', ('label_regression', 'per_modality_raw')),
+    ('dis', ('ce', 'shared_normalized')), ('all', ('label_regression', 'per_modality_raw'))])
+def test_loss_variants_and_ablations_run(variant, forms):
+    import jax
+    from configs import dsffn_ablations
+    c = dsffn_ablations.get_config(f'{variant}@demo')
+    c.data.update(visual_dim=64, audio_dim=16, batch_per_modality=8)
+    c.model.update(encoder_width=256, channels=(8, 16, 32), head_hidden=32, embed_dim=8)
+    c.loss.dis_loss, c.loss.centers = forms
+    m = methods.get('dsffn')
+    model = m.build_model(c)
+    variables = m.init_variables(model, jax.random.key(0), c)
+    params = variables.pop('params')
+    batch = m.synthetic_batch(jax.random.key(1), c)
+    (loss, (new_vars, metrics)), grads = jax.value_and_grad(m.loss_fn, has_aux=True)(
+        params, variables, batch, jax.random.key(2), model=model, config=c, step=0)
+    assert np.isfinite(float(loss)) and set(new_vars) == {'batch_stats'}
+    assert ('center' in metrics) == c.loss.use_intra
+    assert ('dis_visual' in metrics) == c.loss.use_dis
+    assert ('mfa' in params) == c.loss.use_mfa
+    centre_keys = {k for k in params if k.startswith('centers')}
+    assert centre_keys == ({'centers'} if forms[1] == 'shared_normalized'
+                           else {'centers_visual', 'centers_audio'})
+    centre_grad = sum(float(np.abs(grads[k]).sum()) for k in centre_keys)
+    assert (centre_grad > 0) == c.loss.use_intra
