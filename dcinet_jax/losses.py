@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ['smooth_one_hot', 'cross_entropy', 'soft_target_cross_entropy', 'dcinet_loss',
-           'paired_distance', 'normalized_center_loss', 'center_loss', 'label_regression_loss']
+           'paired_distance', 'normalized_center_loss', 'center_loss', 'label_regression_loss',
+           'fgcrossnet_centre_loss', 'batch_mean_centres', 'pairwise_distances',
+           'quadruplet_mask', 'quadruplet_ranking_loss']
 
 
 def smooth_one_hot(labels: jax.Array, num_classes: int, smoothing: float = 0.0) -> jax.Array:
@@ -156,3 +158,92 @@ def label_regression_loss(scores: jax.Array, labels: jax.Array) -> jax.Array:
                          f'got {scores.shape} and {labels.shape}')
     target = jax.nn.one_hot(labels, scores.shape[-1], dtype=jnp.float32)
     return _safe_norm((scores.astype(jnp.float32) - target).reshape(-1), axis=0) / scores.shape[0]
+
+
+# ----------------------------------------------------------------------------- FGCrossNet
+# The FG-XMedia benchmark's objective (docs/fgcrossnet.md#losses): per-media CE +
+# 0.001 * centre + 0.1 * quadruplet ranking, all on the 200-d logits of the whole batch.
+
+def fgcrossnet_centre_loss(features: jax.Array, labels: jax.Array,
+                           centres: jax.Array) -> jax.Array:
+    """(1/N) sum_k ||x_k - c_{y_k}||^2: squared distance, batch mean, no 1/2.
+
+    `centres` (K, D) are learned parameters (the released code's form; their gradient
+    scaling lives in the optimizer) or per-batch class means from `batch_mean_centres`.
+    """
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f'fgcrossnet_centre_loss: features must be (B, D) and labels (B,), '
+                         f'got {features.shape} and {labels.shape}')
+    if centres.ndim != 2 or centres.shape[1] != features.shape[1]:
+        raise ValueError(f'fgcrossnet_centre_loss: centres {centres.shape} must be (K, '
+                         f'{features.shape[1]})')
+    d = features.astype(jnp.float32) - centres.astype(jnp.float32)[labels]
+    return jnp.mean(jnp.sum(jnp.square(d), axis=-1))
+
+
+def batch_mean_centres(features: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+    """(K, D) per-class means of `features` in this batch, without gradient (the paper's
+    wording: centres recomputed from each batch); classes absent from the batch get 0."""
+    f = jax.lax.stop_gradient(features.astype(jnp.float32))
+    sums = jnp.zeros((num_classes, f.shape[1]), jnp.float32).at[labels].add(f)
+    counts = jnp.zeros((num_classes,), jnp.float32).at[labels].add(1.0)
+    return sums / jnp.maximum(counts, 1.0)[:, None]
+
+
+def pairwise_distances(x: jax.Array, *, squared: bool = False) -> jax.Array:
+    """(N, N) Euclidean distances (or squared); zero distances have a zero gradient."""
+    x = x.astype(jnp.float32)
+    diff = x[:, None, :] - x[None, :, :]
+    if squared:
+        return jnp.sum(jnp.square(diff), axis=-1)
+    return _safe_norm(diff)
+
+
+def quadruplet_mask(labels: jax.Array) -> jax.Array:
+    """bool (N, N, N, N): ordered 4-tuples (i, j, k, l) of distinct items with
+    y_i = y_j, y_k != y_i, y_l != y_i, y_k != y_l (media play no part)."""
+    y = labels
+    n = y.shape[0]
+    same = y[:, None] == y[None, :]
+    not_self = ~jnp.eye(n, dtype=jnp.bool_)
+    pos_ij = (same & not_self)[:, :, None, None]        # i != j, same class
+    neg_ik = (~same)[:, None, :, None]                  # y_k != y_i
+    neg_il = (~same)[:, None, None, :]                  # y_l != y_i
+    neg_kl = (~same)[None, None, :, :]                  # y_k != y_l
+    return pos_ij & neg_ik & neg_il & neg_kl            # the class conditions make k, l distinct from i, j
+
+
+def quadruplet_ranking_loss(features: jax.Array, labels: jax.Array, *, margin1: float = 1.0,
+                            margin2: float = 0.5, squared: bool = False,
+                            two_hinges: bool = False, reduction: str = 'mean_positive'
+                            ) -> jax.Array:
+    """FGCrossNet's ranking loss over every valid ordered 4-tuple of the batch.
+
+    Default (the released code): D plain L2, t = max(0, (D_ij - D_ik + margin1) +
+    (D_ij - D_kl + margin2)), loss = sum t / #(t > 1e-16), 0 when no term is positive.
+    The paper's form: `squared=True` (D = squared L2), `two_hinges=True` (max(0, D_ij -
+    D_ik + margin1) + max(0, D_ij - D_kl + margin2)), `reduction='sum'`. The 4-tuple
+    array is materialised (N^4 entries: 65,536 at N = 16).
+    """
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f'quadruplet_ranking_loss: features must be (B, D) and labels (B,), '
+                         f'got {features.shape} and {labels.shape}')
+    if reduction not in ('mean_positive', 'sum'):
+        raise ValueError(f"quadruplet_ranking_loss: reduction={reduction!r}: expected "
+                         "'mean_positive' or 'sum'")
+    d = pairwise_distances(features, squared=squared)
+    d_ij = d[:, :, None, None]
+    d_ik = d[:, None, :, None]
+    d_kl = d[None, None, :, :]
+    triple = d_ij - d_ik + margin1
+    quad = d_ij - d_kl + margin2
+    if two_hinges:
+        t = jax.nn.relu(triple) + jax.nn.relu(quad)
+    else:
+        t = jax.nn.relu(triple + quad)
+    t = jnp.where(quadruplet_mask(labels), t, 0.0)
+    total = jnp.sum(t)
+    if reduction == 'sum':
+        return total
+    count = jnp.sum((t > 1e-16).astype(jnp.float32))
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
