@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.stage_sizes = ()          # custom stage depths, e.g. (1, 1, 1, 1)
     m.block = ''                # custom block: 'basic' or 'bottleneck'
     m.num_filters = 64          # ResNet/VGG base width; tiny test models use 8
-    m.cut = 'layer4'            # cut point: 'layer1' .. 'layer4'; ViT also 'block1' .. (docs/model.md#cut-points)
+    m.cut = 'layer4'            # cut point: 'layer1' .. 'layer4'; ViT also 'block1' .. (docs/model.md#backbone-contract)
     m.head = 'tv'               # VGG head: 'tv' (7x7 pool + fc6/fc7/fc8) or 'gap' (average + one FC)
     m.head_hidden = 4096        # VGG fc6/fc7 width
     m.vit_width = 0             # ViT overrides, 0 = the named size's value
