@@ -146,11 +146,13 @@ def test_loss_variants_and_ablations_run(variant, forms):
     c.loss.dis_loss, c.loss.centers = forms
     m = methods.get('dsffn')
     model = m.build_model(c)
-    variables = m.init_variables(model, jax.random.key(0), c)
+    variables = dict(m.init_variables(model, jax.random.key(0), c))
     params = variables.pop('params')
     batch = m.synthetic_batch(jax.random.key(1), c)
-    (loss, (new_vars, metrics)), grads = jax.value_and_grad(m.loss_fn, has_aux=True)(
-        params, variables, batch, jax.random.key(2), model=model, config=c, step=0)
+    loss_and_grad = jax.jit(jax.value_and_grad(
+        lambda p, v, b, r: m.loss_fn(p, v, b, r, model=model, config=c, step=0), has_aux=True))
+    (loss, (new_vars, metrics)), grads = loss_and_grad(params, variables, batch,
+                                                       jax.random.key(2))
     assert np.isfinite(float(loss)) and set(new_vars) == {'batch_stats'}
     assert ('center' in metrics) == c.loss.use_intra
     assert ('dis_visual' in metrics) == c.loss.use_dis
@@ -160,3 +162,4 @@ def test_loss_variants_and_ablations_run(variant, forms):
                            else {'centers_visual', 'centers_audio'})
     centre_grad = sum(float(np.abs(grads[k]).sum()) for k in centre_keys)
     assert (centre_grad > 0) == c.loss.use_intra
+
