@@ -87,7 +87,8 @@ def evaluate(outputs: Mapping, *, config: Any) -> dict:
         'pairings': list(test),
         'similarity': 'cosine (float64)',
         'ranking': 'full gallery incl. the query\'s own pair, stable ties by gallery index',
-        'ap_definition': ranking.__name__ + ': mean over queries of AP, AP = 0 when R = 0',
+        'ap_definition': ('AP = (1/R) * sum over relevant ranks j of (relevant items in top j) / j; '
+                          'R = 0 gives AP 0; mAP = mean AP over all queries'),
         'chance_a2v': chance_map(aligned['audio'][1], aligned['visual'][1]),
         'chance_v2a': chance_map(aligned['visual'][1], aligned['audio'][1]),
         'model_selection': ('validation split carved from train' if select_on == 'val' else
