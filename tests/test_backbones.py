@@ -410,3 +410,19 @@ def test_vit_config_cut_points_and_grid():
     assert (kw['width'], kw['depth'], kw['patch'], kw['image_size'], kw['grid']) == (64, 2, 16, 112, 4)
     with pytest.raises(ValueError, match='unknown backbone variant|backbone variant'):
         backbone_configs.get_config('vgg13')
+
+
+def test_vit_layer_norm_epsilon_and_exact_gelu():
+    """Inputs where 1e-6 vs 1e-5 and erf vs tanh GELU differ well beyond float32 noise."""
+    from dcinet_jax.models.vit import Mlp, layer_norm
+    x = (torch.randn(3, 16) * 1e-3).numpy()           # variance 1e-6: eps matters
+    ln = layer_norm(jnp.float32)
+    v = ln.init(jax.random.key(0), x)
+    want = tnn.LayerNorm(16, eps=1e-6).eval()(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(ln.apply(v, x), want, rtol=1e-4, atol=1e-4)
+    mlp = Mlp(hidden=8, dim=4)
+    y = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    eye = {'fc1': {'kernel': np.eye(4, 8, dtype=np.float32), 'bias': np.zeros(8, np.float32)},
+           'fc2': {'kernel': np.eye(8, 4, dtype=np.float32), 'bias': np.zeros(4, np.float32)}}
+    got = mlp.apply({'params': eye}, y)
+    np.testing.assert_allclose(got, F.gelu(torch.from_numpy(y)).numpy(), rtol=1e-6, atol=1e-6)
