@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
-from torch import nn as tnn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
+from torch import nn as tnn
+from torch.nn import functional as F
 
-from configs import backbones as backbone_configs  # noqa: E402
-from dcinet_jax import pretrained  # noqa: E402
-from dcinet_jax.methods import dcinet as dcinet_method  # noqa: E402
-from dcinet_jax.models import build_model, init_variables  # noqa: E402
-from dcinet_jax.models.vgg import VGG, VGG_CFGS  # noqa: E402
-from dcinet_jax.models.vit import ViT  # noqa: E402
+from configs import backbones as backbone_configs
+from dcinet_jax import pretrained
+from dcinet_jax.methods import dcinet as dcinet_method
+from dcinet_jax.models import build_model, init_variables
+from dcinet_jax.models.vgg import VGG, VGG_CFGS
+from dcinet_jax.models.vit import ViT
 
 torch.manual_seed(0)
 TOL = dict(rtol=2e-4, atol=2e-4)
@@ -355,7 +355,7 @@ def test_full_size_dcinet_step_traces_with_table_parameter_counts(variant, table
     variables = {k: val for k, val in abstract.items() if k != 'params'}
     batch = jax.eval_shape(lambda: dcinet_method.synthetic_batch(jax.random.key(0), c))
     loss = functools.partial(dcinet_method.loss_fn, model=model, config=c, step=0)
-    grads, (collections, metrics) = jax.eval_shape(
+    grads, (_, metrics) = jax.eval_shape(
         jax.grad(loss, has_aux=True), abstract['params'], variables, batch, jax.random.key(1))
     assert jax.tree.structure(grads) == jax.tree.structure(abstract['params'])
     assert metrics['loss'].shape == ()

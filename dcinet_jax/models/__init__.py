@@ -8,6 +8,6 @@ from dcinet_jax.models.text_net import TextNet
 from dcinet_jax.models.vgg import VGG
 from dcinet_jax.models.vit import ViT
 
-__all__ = ['BACKBONE_NAMES', 'backbone_kwargs', 'family', 'CCRN', 'CUT_POINTS', 'DCINet',
-           'backbone_layout', 'build_model', 'dummy_inputs', 'init_variables',
-           'RESNET_SPECS', 'BatchNorm', 'ResNet', 'TextNet', 'VGG', 'ViT']
+__all__ = ['BACKBONE_NAMES', 'CCRN', 'CUT_POINTS', 'RESNET_SPECS', 'VGG', 'BatchNorm', 'DCINet',
+           'ResNet', 'TextNet', 'ViT', 'backbone_kwargs', 'backbone_layout', 'build_model',
+           'dummy_inputs', 'family', 'init_variables']
