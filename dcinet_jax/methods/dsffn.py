@@ -239,6 +239,9 @@ def eval_outputs(model, variables, config) -> dict:
     test = data.test
     if e.get('drop_last_batch', False):   # the reference's train/test scripts
         b = int(e.reference_batch)
+        if len(test) < b:
+            raise ValueError(f'eval.drop_last_batch: the test split has {len(test)} pairs, '
+                             f'fewer than one batch of eval.reference_batch={b}')
         test = test.take(np.arange(len(test) // b * b))
     pairings = tuple(e.pairings)
     if 'aligned' not in pairings:
