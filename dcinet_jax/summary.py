@@ -1,4 +1,6 @@
-"""Per-module parameter table of the DCINet a config builds (`dcinet summary --config FILE`).
+"""Per-module parameter table of the model a config builds (`dcinet summary --config FILE`).
+
+Any method (`config.method`): the model and its variables come from the method contract.
 
 Shapes come from `jax.eval_shape`, so even the full 448 px ResNet50 allocates nothing
 and nothing is compiled.
@@ -12,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dcinet_jax.models.dcinet import build_model, init_variables
+from dcinet_jax import methods
 
 
 def _leaves_by_module(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()
@@ -38,14 +40,16 @@ def _natural_key(module: str) -> tuple:
 
 
 def summarize(config: Any) -> tuple[str, int]:
-    """(printable table, total trainable parameter count) for `build_model(config)`.
+    """(printable table, total trainable parameter count) for the method's model.
 
     One row per module (path, its parameters' shapes, count), a subtotal per top-level
-    module, and a footer with the BatchNorm running statistics (not counted in the total,
-    as PyTorch's `parameters()` does not count buffers).
+    module, and a footer with the other variable collections such as BatchNorm running
+    statistics (not counted in the total, as PyTorch's `parameters()` does not count
+    buffers).
     """
-    model = build_model(config)
-    abstract = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), config))
+    method = methods.from_config(config)
+    model = method.build_model(config)
+    abstract = jax.eval_shape(lambda: method.init_variables(model, jax.random.key(0), config))
     modules = _leaves_by_module(abstract['params'])
     rows = []
     subtotals: dict[str, int] = {}
@@ -56,7 +60,8 @@ def summarize(config: Any) -> tuple[str, int]:
         top = mod.split('/')[0]
         subtotals[top] = subtotals.get(top, 0) + count
     total = sum(subtotals.values())
-    stats = int(sum(np.prod(a.shape, dtype=np.int64) for a in jax.tree.leaves(abstract.get('batch_stats', {}))))
+    others = {k: v for k, v in abstract.items() if k != 'params'}
+    stats = int(sum(np.prod(a.shape, dtype=np.int64) for a in jax.tree.leaves(others)))
 
     w_mod = max([len('module')] + [len(r[0]) for r in rows])
     w_shape = max([len('parameters')] + [len(r[1]) for r in rows])
@@ -67,8 +72,9 @@ def summarize(config: Any) -> tuple[str, int]:
     lines.append(rule)
     lines += [f'{"subtotal " + top:<{w_mod + w_shape + 2}}  {c:>{w_count},}' for top, c in subtotals.items()]
     lines.append(f'{"total trainable parameters":<{w_mod + w_shape + 2}}  {total:>{w_count},}')
-    lines.append(f'{"BatchNorm running statistics (not trained)":<{w_mod + w_shape + 2}}  {stats:>{w_count},}')
-    mc, dc = config.model, config.data
-    lines.append(f'backbone {mc.backbone}, cut {mc.cut}, compute {mc.dtype}, {dc.num_classes} classes, '
-                 f'{dc.image_size} px, modalities {tuple(dc.modalities)}')
+    label = f'{", ".join(others) or "other variables"} (not trained)'
+    lines.append(f'{label:<{w_mod + w_shape + 2}}  {stats:>{w_count},}')
+    describe = getattr(method, 'describe', None)
+    lines.append(f'method {config.get("method", "dcinet")}'
+                 + (f': {describe(config)}' if describe else ''))
     return '\n'.join(lines), total

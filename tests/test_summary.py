@@ -1,4 +1,5 @@
-"""Parameter counts of `summarize` vs a PyTorch ResNet and the text-net formula."""
+"""Parameter counts of `summarize` vs a PyTorch ResNet, the text-net formula and a
+second method."""
 
 import pytest
 
@@ -59,3 +60,11 @@ def test_custom_backbone_original_alphabet_and_hidden():
     _, total = summarize(c)
     assert total == (torch_count('bottleneck', (1, 1, 1, 1), 200, width=8)
                      + text_net_count(68, embed=12, length=112, hidden=40))
+
+
+def test_any_method_is_summarised_through_its_contract():
+    import tiny_method
+    table, total = summarize(tiny_method.get_config())
+    d, h, k = tiny_method.DIM, 16, tiny_method.CLASSES
+    assert total == d * h + h + h * k + k
+    assert 'method tiny_method' in table and 'Dense_0' in table

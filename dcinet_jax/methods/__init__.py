@@ -41,7 +41,8 @@ The contract (see docs/methods.md for a worked example):
 - `DEFAULT_EVALUATOR: str`: the evaluator (`dcinet_jax.evaluators`) used when
   `config.eval.metrics` is not set.
 
-Optional: `load_pretrained(variables, config) -> variables` (host-side, after init).
+Optional: `load_pretrained(variables, config) -> variables` (host-side, after init) and
+`describe(config) -> str` (one line for `dcinet summary`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from typing import Any
 REQUIRED = ('build_model', 'init_variables', 'loss_fn', 'optimizer', 'batch_rule',
             'examples_per_step', 'steps_per_epoch', 'train_batches', 'synthetic_batch',
             'eval_outputs', 'DEFAULT_EVALUATOR')
-BUILTIN = ('dcinet', 'dsffn')
+BUILTIN = ('dcinet', 'dsffn', 'fgcrossnet')
 
 _registry: dict[str, Any] = {}
 

@@ -125,6 +125,13 @@ def eval_outputs(model, variables, config) -> dict:
                                      feature=config.eval.feature, progress=True)
 
 
+def describe(config: Any) -> str:
+    """One line for `dcinet summary`."""
+    mc, dc = config.model, config.data
+    return (f'backbone {mc.backbone}, cut {mc.cut}, compute {mc.dtype}, {dc.num_classes} '
+            f'classes, {dc.image_size} px, modalities {tuple(dc.modalities)}')
+
+
 def load_pretrained(variables: dict, config: Any) -> dict | None:
     """`model.pretrained`: a PyTorch state dict (torchvision/timm names) for the shared backbone."""
     if not config.model.pretrained:
