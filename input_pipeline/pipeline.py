@@ -13,7 +13,7 @@ Training (`create_train_iterator`)
   and starts inside it without reading or decoding the skipped items. Each epoch
   permutes the whole split, so no shuffle buffer is needed.
 - Batch schedules (random sampler, the paper's default; class-aligned sampler with
-  `data.class_aligned`) are NumPy functions of (seed, epoch, modality) in
+  `data.class_aligned`; list order with `data.shuffle=False`) are NumPy functions of (seed, epoch, modality) in
   `samplers.py`; both give steps_per_epoch = min over modalities of n_m // b.
 - Processes: the global batch (b per modality) is split in slices of
   b_local = b // process_count; process p takes slice p of every global batch, so
@@ -252,6 +252,8 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
     if config.data.class_aligned:
         P = int(config.data.classes_per_batch)
         schedule = lambda m, e: samplers.aligned_schedule(labels, m, seed, e, spe, b, P)  # noqa: E731
+    elif not config.data.get('shuffle', True):
+        schedule = lambda m, e: samplers.sequential_schedule(len(labels[m]), spe, b)  # noqa: E731
     else:
         schedule = lambda m, e: samplers.random_schedule(len(labels[m]), seed, e, m, spe, b)  # noqa: E731
 

@@ -62,6 +62,14 @@ def random_schedule(n: int, seed: int, epoch: int, modality: str, spe: int, b: i
     return perm[:spe * b].reshape(spe, b)
 
 
+def sequential_schedule(n: int, spe: int, b: int) -> np.ndarray:
+    """int[spe, b]: the list order cut into batches, the same every epoch (the
+    FGCrossNet reference's unshuffled loader, `data.shuffle=False`)."""
+    if spe * b > n:
+        raise ValueError(f'sequential schedule: {spe} steps of {b} exceed the {n} items')
+    return np.arange(spe * b, dtype=np.int64).reshape(spe, b)
+
+
 def aligned_classes(labels: Mapping[str, np.ndarray], seed: int, epoch: int, spe: int,
                     num_per_batch: int) -> np.ndarray:
     """int[spe, P]: the classes of every step of one epoch (class-aligned sampler).
