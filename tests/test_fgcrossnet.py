@@ -178,3 +178,16 @@ def test_demo_trains_both_stages_above_chance_on_16_tasks(demo_prepared_dir, tmp
     assert not low, low
     # Stage 2 started from stage 1: its loss begins well below a fresh start's.
     assert s2['last_metrics']['loss_image'] < 1.2
+
+
+def test_fgcrossnet_table_has_16_tasks_and_paper_rows():
+    from dcinet_jax.evaluators import report
+    rng = np.random.default_rng(0)
+    feats = {m: (rng.normal(size=(n, 3)), np.arange(n) % 3)
+             for m, n in (('image', 6), ('text', 6), ('audio', 6), ('video', 3))}
+    r = fgxmedia.evaluate_features(feats)
+    text = report.fgcrossnet_table({'run': r})
+    header = text.splitlines()[2]
+    assert header.startswith('| Method | i2t | i2a | i2v | t2i | t2a | t2v | a2i | a2t | a2v | v2i | v2t | v2a | Avg')
+    assert '| I' not in header and '0.606' in text and '0.412' in text and '+Center' in text
+    assert f'{r["bimodal"]["v2a"]:.3f}' in text

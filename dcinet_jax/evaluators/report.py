@@ -1,6 +1,7 @@
 """Retrieval results as markdown tables (the paper's layout) and as files on disk.
 
-The tables follow the paper's Tables 1-2: the bi-modal tasks and their average, then
+The tables follow the paper's Tables 1-2 (`fgcrossnet_table`: FGCrossNet's Tables 3-5,
+16 tasks with video): the bi-modal tasks and their average, then
 the X->all tasks and their average, three decimals, one row per method. The numbers
 printed in the papers (PAPER_REFERENCE) can be shown under a run's row for reading side
 by side; they come from the real PKU FG-XMedia test sets and are never compared against
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ['PAPER_REFERENCE', 'atomic_write_text', 'format_table', 'paper_reference_table',
-           'save_results']
+__all__ = ['FGCROSSNET_PAPER', 'PAPER_REFERENCE', 'atomic_write_text', 'fgcrossnet_table',
+           'format_table', 'paper_reference_table', 'save_results']
 
 PAPER_REFERENCE: dict[str, dict] = {
     'DCINet (paper, ResNet50 layer4, real FG-XMedia)': {
@@ -39,6 +40,33 @@ PAPER_REFERENCE: dict[str, dict] = {
     },
 }
 _PAPER_TASKS = next(iter(PAPER_REFERENCE.values()))  # the row that lists every task
+
+# FGCrossNet's paper (Tables 3-5), four media on the real FG-XMedia test sets. Table 3 is
+# the full method (= Table 5 "+Ranking"); Table 4 gives only its X->all numbers.
+_FGX_KEYS = ('i2t', 'i2a', 'i2v', 't2i', 't2a', 't2v', 'a2i', 'a2t', 'a2v', 'v2i', 'v2t', 'v2a')
+
+
+def _fgx_row(values, average, multimodal=None, multimodal_average=None) -> dict:
+    return {'bimodal': dict(zip(_FGX_KEYS, values)), 'bimodal_average': average,
+            'multimodal': dict(multimodal or {}), 'multimodal_average': multimodal_average}
+
+
+FGCROSSNET_PAPER: dict[str, dict] = {
+    'FGCrossNet (paper Tables 3-4, real FG-XMedia)': _fgx_row(
+        (.210, .526, .606, .255, .181, .208, .553, .159, .443, .629, .195, .437), .366,
+        {'i2all': .549, 't2all': .196, 'a2all': .485, 'v2all': .416}, .412),
+    'Classification only (paper Table 5)': _fgx_row(
+        (.132, .485, .579, .181, .126, .146, .514, .100, .410, .597, .126, .396), .316),
+    '+Center (paper Table 5)': _fgx_row(
+        (.195, .540, .596, .240, .176, .193, .562, .150, .439, .616, .174, .432), .359),
+}
+
+
+def fgcrossnet_table(rows: Mapping[str, Mapping], *, with_paper: bool = True) -> str:
+    """The 16-task tables (12 bi-modal + 4 X->all, FGCrossNet's Tables 3-5 layout) of
+    several runs, optionally with the paper's rows under them."""
+    items = list(rows.items()) + (list(FGCROSSNET_PAPER.items()) if with_paper else [])
+    return _tables(items, list(_FGX_KEYS), ['i2all', 't2all', 'a2all', 'v2all'])
 
 
 def _fmt(value) -> str:
