@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.block = ''                # custom block: 'basic' or 'bottleneck'
     m.num_filters = 64          # ResNet/VGG base width; tiny test models use 8
     m.cut = 'layer4'            # cut point: 'layer1' .. 'layer4'; ViT also 'block1' .. (docs/model.md#backbone-contract)
-    m.head = 'tv'               # VGG head: 'tv' (7x7 pool + fc6/fc7/fc8) or 'gap' (average + one FC)
+    m.head = 'tv'               # VGG head: 'tv' (7x7 pool + fc6/fc7/fc8), 'dense' (timm: fc6/fc7 as convs) or 'gap'
     m.head_hidden = 4096        # VGG fc6/fc7 width
     m.vit_width = 0             # ViT overrides, 0 = the named size's value
     m.vit_depth = 0

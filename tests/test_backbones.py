@@ -55,6 +55,16 @@ class TorchVGG(tnn.Module):
             tnn.Linear(hidden, hidden), tnn.ReLU(True), tnn.Dropout(),
             tnn.Linear(hidden, num_classes))
 
+        # torchvision's conv init (signal-preserving, so the features matter to the logits),
+        # non-zero biases so they are checked too; Linear layers scaled to keep unit signal.
+        for m in self.modules():
+            if isinstance(m, tnn.Conv2d):
+                tnn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu')
+                tnn.init.uniform_(m.bias, -0.1, 0.1)
+            elif isinstance(m, tnn.Linear):
+                tnn.init.normal_(m.weight, 0, (2.0 / m.in_features) ** 0.5)
+                tnn.init.uniform_(m.bias, -0.1, 0.1)
+
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
@@ -232,6 +242,26 @@ def test_vgg_import_drops_classifier_on_class_mismatch_and_for_gap(caplog):
         pretrained.convert_state_dict(bad, v, 'vgg')
 
 
+@pytest.mark.parametrize('size', [64, 256])   # pool5 map 2 x 2 (pooled up to 7 x 7) and 8 x 8
+def test_vgg_dense_head_matches_timm_semantics(size):
+    """timm's VGG: fc6 as a 7x7 valid conv, fc7 as a 1x1 conv, global average, fc8."""
+    ref, model, x, v = vgg_pair('vgg16', False, size, head='dense')
+    conv = pretrained.convert_state_dict(state_dict(ref), v, 'vgg')
+    with torch.no_grad():
+        f = ref.features(x)
+        if f.shape[-1] < 7:
+            f = F.adaptive_avg_pool2d(f, (7, 7))
+        c0, c3 = ref.classifier[0], ref.classifier[3]
+        y = F.relu(F.conv2d(f, c0.weight.reshape(32, 64, 7, 7), c0.bias))
+        y = F.relu(F.conv2d(y, c3.weight[:, :, None, None], c3.bias))
+        want = ref.classifier[6](y.mean((2, 3))).numpy()
+        tv = ref(x).numpy()
+    got = model.apply(conv, to_nhwc(x), train=False)
+    np.testing.assert_allclose(got, want, **TOL)
+    if size > 64:  # on a map below 7 x 7 both heads are the same function
+        assert np.abs(np.asarray(got) - tv).max() > 1e-3
+
+
 # ----------------------------------------------------------------------------- ViT
 
 VIT = dict(patch=8, dim=32, depth=2, heads=4, mlp=64)
@@ -391,7 +421,7 @@ def test_backbone_normalisation_and_bf16(variant):
 @pytest.mark.parametrize('field,value,match', [
     ('backbone', 'vgg11', r'backbone must be one of .*vgg16_bn.*vit_b16'),
     ('cut', 'block3', r"cut must be one of \('layer1', 'layer2', 'layer3', 'layer4'\) for vgg16"),
-    ('head', 'dense', r"head must be one of \('tv', 'gap'\)"),
+    ('head', 'conv', r"head must be one of \('tv', 'gap', 'dense'\)"),
 ])
 def test_config_errors_name_the_field(field, value, match):
     c = _dcinet_config('vgg16@demo', **{field: value})

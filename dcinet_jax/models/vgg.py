@@ -7,7 +7,9 @@ the convolutions into five blocks; cut `layerK` (K = 1..4, chosen to give the gr
 ResNet's `layerK`) is after pool K+1: `layer1` 1/4 of the input, `layer4` 1/32.
 
 Heads (sub-module 2's tail): `tv` (default) = torchvision's classifier, adaptive
-average pool to 7x7, flatten, FC-ReLU-Dropout twice, FC to the classes; `gap` = global
+average pool to 7x7, flatten, FC-ReLU-Dropout twice, FC to the classes; `dense` = the
+same parameters applied the way timm's VGG applies them (fc6 as a 7x7 valid convolution
+over the map, fc7 as a 1x1 convolution, then a global average and fc8); `gap` = global
 average pool and one FC named `fc`.
 """
 
@@ -33,7 +35,7 @@ VGG_CFGS: dict[str, tuple[Any, ...]] = {
               512, 512, 512, 512, 'M'),
 }
 VGG_CUT_POINTS = ('layer1', 'layer2', 'layer3', 'layer4')
-VGG_HEADS = ('tv', 'gap')
+VGG_HEADS = ('tv', 'gap', 'dense')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -57,18 +59,41 @@ def layer_indices(cfg: Sequence[Any], batch_norm: bool) -> list[list[tuple[int, 
     return blocks
 
 
-def adaptive_avg_pool(x: Array, out: int) -> Array:
+def adaptive_avg_pool(x: Array, out: int, out_w: int | None = None) -> Array:
     """torch `adaptive_avg_pool2d` on NHWC: bin i averages [floor(i H/o), ceil((i+1) H/o))."""
 
-    def matrix(n: int) -> np.ndarray:
-        m = np.zeros((out, n), np.float32)
-        for i in range(out):
-            lo, hi = (i * n) // out, -((-(i + 1) * n) // out)
+    def matrix(n: int, o: int) -> np.ndarray:
+        m = np.zeros((o, n), np.float32)
+        for i in range(o):
+            lo, hi = (i * n) // o, -((-(i + 1) * n) // o)
             m[i, lo:hi] = 1.0 / (hi - lo)
         return m
 
     _, h, w, _ = x.shape
-    return jnp.einsum('ih,jw,bhwc->bijc', matrix(h), matrix(w), x.astype(jnp.float32))
+    return jnp.einsum('ih,jw,bhwc->bijc', matrix(h, out), matrix(w, out_w or out),
+                      x.astype(jnp.float32))
+
+
+class Linear(nn.Module):
+    """torch.nn.Linear in float32 (`kernel` (in, out), `bias`); `conv` applies the same
+    kernel as a k x k valid convolution whose (H, W, C) inputs are the rows, in order."""
+
+    in_features: int
+    features: int
+
+    def setup(self) -> None:
+        self.kernel = self.param('kernel', linear_init, (self.in_features, self.features), jnp.float32)
+        self.bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+
+    def __call__(self, x: Array) -> Array:
+        return jnp.dot(x.astype(jnp.float32), self.kernel) + self.bias
+
+    def conv(self, x: Array, k: int) -> Array:
+        c = x.shape[-1]
+        w = self.kernel.reshape(k, k, c, self.features)
+        y = jax.lax.conv_general_dilated(x.astype(jnp.float32), w, (1, 1), 'VALID',
+                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        return y + self.bias
 
 
 class VGGFeatures(nn.Module):
@@ -104,23 +129,34 @@ class VGGFeatures(nn.Module):
 
 
 class VGGClassifier(nn.Module):
-    """torchvision's `classifier` (`0`, `3`, `6` are the Linear layers), in float32."""
+    """torchvision's `classifier` (`0`, `3`, `6` are the Linear layers), in float32.
 
+    `__call__` takes the 7 x 7 map flattened (torchvision); `dense` takes the map itself
+    (timm: fc6 and fc7 as convolutions, then a global average)."""
+
+    in_channels: int
     hidden: int = 4096
     num_classes: int = 1000
     dropout: float = 0.5
 
     def setup(self) -> None:
-        dense = dict(dtype=jnp.float32, param_dtype=jnp.float32, kernel_init=linear_init,
-                     bias_init=nn.initializers.zeros)
-        setattr(self, '0', nn.Dense(self.hidden, **dense))
-        setattr(self, '3', nn.Dense(self.hidden, **dense))
-        setattr(self, '6', nn.Dense(self.num_classes, **dense))
+        setattr(self, '0', Linear(49 * self.in_channels, self.hidden))
+        setattr(self, '3', Linear(self.hidden, self.hidden))
+        setattr(self, '6', Linear(self.hidden, self.num_classes))
         self.drop = nn.Dropout(self.dropout)
 
     def __call__(self, x: Array, train: bool) -> tuple[Array, Array]:
         x = self.drop(nn.relu(getattr(self, '0')(x)), deterministic=not train)
         pre = self.drop(nn.relu(getattr(self, '3')(x)), deterministic=not train)
+        return getattr(self, '6')(pre), pre
+
+    def dense(self, h: Array, train: bool) -> tuple[Array, Array]:
+        _, hh, ww, _ = h.shape
+        if hh < 7 or ww < 7:  # timm pools a small map up to 7 x 7 first
+            h = adaptive_avg_pool(h, max(7, hh), max(7, ww))
+        x = self.drop(nn.relu(getattr(self, '0').conv(h, 7)), deterministic=not train)
+        x = self.drop(nn.relu(getattr(self, '3')(x)), deterministic=not train)
+        pre = jnp.mean(x, axis=(1, 2))
         return getattr(self, '6')(pre), pre
 
 
@@ -152,8 +188,10 @@ class VGG(nn.Module):
             raise ValueError(f'VGG head must be one of {VGG_HEADS}, got {self.head_kind!r}')
         self.features = VGGFeatures(VGG_CFGS[self.arch], self.batch_norm, self.width,
                                     self.dtype, self.bn_axis_name)
-        if self.head_kind == 'tv':
-            self.classifier = VGGClassifier(self.hidden, self.num_classes)
+        if self.head_kind in ('tv', 'dense'):
+            last = layer_indices(VGG_CFGS[self.arch], False)[-1][-1][1]
+            self.classifier = VGGClassifier(max(1, last * self.width // 64), self.hidden,
+                                            self.num_classes)
         else:
             self.fc = nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=jnp.float32,
                                kernel_init=linear_init, bias_init=nn.initializers.zeros)
@@ -177,11 +215,14 @@ class VGG(nn.Module):
     def part2(self, h: Array, train: bool) -> tuple[Array, Array]:
         """Remaining blocks and the head: (logits f32[B,K], pooled f32[B,D]).
 
-        `pooled` is the global average of the last map (`gap`) or fc7's output (`tv`)."""
+        `pooled` is the global average of the last map (`gap`), fc7's output (`tv`) or
+        its global average (`dense`)."""
         h = self.features.run(h, train, self._cut_index(), 5)
         if self.head_kind == 'gap':
             pooled = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
             return self.fc(pooled), pooled
+        if self.head_kind == 'dense':
+            return self.classifier.dense(h.astype(jnp.float32), train)
         flat = adaptive_avg_pool(h, 7).reshape(h.shape[0], -1)  # (H, W, C) order
         return self.classifier(flat, train)
 
