@@ -41,6 +41,10 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     c.loss.ranking_weight = ranking
     c.num_epochs = epochs
     c.variant = variant
+    if len(modalities) == 1:    # stage 0: no retrieval between media, top-1 accuracy instead
+        c.eval.metrics, c.eval.best_metric = 'classification', 'accuracy'
+    else:
+        c.eval.metrics, c.eval.best_metric = 'fgxmedia', 'bimodal_average'
     return c
 
 
@@ -84,7 +88,6 @@ def get_config(arg: str = 'stage2') -> ml_collections.ConfigDict:
     o.steps_per_epoch = 0       # 0: read from the prepared data
 
     c.eval.feature = 'softmax'  # softmax of the FC output (code); 'pooled' for the 2048-d feature
-    c.eval.best_metric = 'bimodal_average'
     c.checkpoint_every_steps = 1000
     c.eval_every_steps = 0
     return apply_variant(c, arg)

@@ -191,3 +191,15 @@ def test_fgcrossnet_table_has_16_tasks_and_paper_rows():
     assert header.startswith('| Method | i2t | i2a | i2v | t2i | t2a | t2v | a2i | a2t | a2v | v2i | v2t | v2a | Avg')
     assert '| I' not in header and '0.606' in text and '0.412' in text and '+Center' in text
     assert f'{r["bimodal"]["v2a"]:.3f}' in text
+
+
+def test_stage0_uses_the_classification_evaluator():
+    from dcinet_jax import evaluators
+    c = fgcrossnet_fgxmedia.get_config('stage0')
+    assert (c.eval.metrics, c.eval.best_metric) == ('classification', 'accuracy')
+    assert fgcrossnet_fgxmedia.get_config('stage1').eval.metrics == 'fgxmedia'
+    ev = evaluators.get('classification')
+    r = ev.evaluate({'image': (np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]]), np.array([0, 1, 1]))},
+                    config=c)
+    assert r['accuracy'] == pytest.approx(2 / 3)
+    assert 'top-1 accuracy 0.667' in ev.format_table(r)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from dcinet_jax import losses, parallel
+from dcinet_jax import evaluators, losses, parallel
 from dcinet_jax.methods import dcinet as dcinet_method
 from dcinet_jax.models import dcinet as dcinet_model
 
@@ -251,3 +251,27 @@ def load_pretrained(variables: dict, config: Any) -> dict | None:
         logging.info('init_from %s step %d: %d arrays taken, %d kept fresh (%s)',
                      config.init_from, step, len(taken), len(kept), ', '.join(kept[:8]))
     return out
+
+
+# ----------------------------------------------------------------------------- stage 0
+
+class Classification:
+    """Evaluator `classification`: top-1 accuracy of the argmax of each test item's
+    feature (softmax of the logits) per medium, and their mean as 'accuracy'. Used by
+    the image-only stage 0, where no cross-media retrieval exists."""
+
+    @staticmethod
+    def evaluate(outputs, *, config):
+        import numpy as np
+        per = {m: float(np.mean(np.argmax(np.asarray(f), -1) == np.asarray(y)))
+               for m, (f, y) in outputs.items()}
+        return {'accuracy': float(np.mean(list(per.values()))), 'per_modality': per,
+                'protocol': {'counts': {m: int(len(y)) for m, (_, y) in outputs.items()}}}
+
+    @staticmethod
+    def format_table(results, *, name='This run', with_paper=False):
+        cells = ' | '.join(f'{m} {v:.3f}' for m, v in results['per_modality'].items())
+        return f'| {name} | top-1 accuracy {results["accuracy"]:.3f} | {cells} |'
+
+
+evaluators.register('classification', Classification)
