@@ -57,8 +57,9 @@ def test_model_tree_and_centres():
 
 
 def test_centre_gradient_scaled_by_1000_on_a_real_step():
-    c = _config(centre_weight=0.001, ranking_weight=0.1)
+    c = _config(centre_weight=0.001, ranking_weight=0.1, centre_grad_scale=1000.0)
     c.optim.learning_rate = 0.01
+    assert fgcrossnet_fgxmedia.get_config().loss.centre_grad_scale == 1000.0
     model, variables = _init(c)
     batch = fgcrossnet.synthetic_batch(jax.random.key(2), c)
     params = variables['params']
