@@ -59,6 +59,8 @@ def get_config(arg: str = 'stage2') -> ml_collections.ConfigDict:
     d.text_mode = 'last_line'   # ... and only the file's last line ('lower_space'/'whole': the project's)
     d.batch_per_modality = 4    # b per medium: 16 items per step with four media
     d.shuffle = True            # reshuffle every epoch; False = the reference's list order
+    d.sampler = ''              # 'quadruplet': the paper's batches (per slot, 3 classes over the
+                                # 4 media, one same-class pair); '' = the code's random batches
     d.class_aligned = False
     d.eval_batch_size = 50
 

@@ -252,6 +252,8 @@ def create_train_iterator(config: Any, *, start_step: int = 0, process_index: in
     if config.data.class_aligned:
         P = int(config.data.classes_per_batch)
         schedule = lambda m, e: samplers.aligned_schedule(labels, m, seed, e, spe, b, P)  # noqa: E731
+    elif config.data.get('sampler', '') == 'quadruplet':
+        schedule = lambda m, e: samplers.quadruplet_schedule(labels, m, seed, e, spe, b)  # noqa: E731
     elif not config.data.get('shuffle', True):
         schedule = lambda m, e: samplers.sequential_schedule(len(labels[m]), spe, b)  # noqa: E731
     else:

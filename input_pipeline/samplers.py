@@ -24,7 +24,7 @@ import numpy as np
 from input_pipeline.spec import MODALITY_IDS
 
 # Stream tags: keep the random streams of different uses independent.
-TAG_PERMUTE, TAG_CLASSES, TAG_ITEMS, TAG_ELEMENT = 1, 2, 3, 4
+TAG_PERMUTE, TAG_CLASSES, TAG_ITEMS, TAG_ELEMENT, TAG_QUADS = 1, 2, 3, 4, 5
 
 
 def rng(*keys: int) -> np.random.Generator:
@@ -121,4 +121,46 @@ def aligned_schedule(labels: Mapping[str, np.ndarray], modality: str, seed: int,
                     q.extend(r.permutation(members[int(c)]).tolist()[::-1])
                 row.append(q.pop())
         out[t] = row
+    return out
+
+
+def quadruplet_classes(labels: Mapping[str, np.ndarray], seed: int, epoch: int, spe: int,
+                       b: int) -> np.ndarray:
+    """int[spe, b, M] (M = len(labels), media in the mapping's order): per step and slot,
+    the class each medium's item must have. Two media drawn at random share one class;
+    every other medium gets its own class, all distinct (M - 1 classes per slot)."""
+    media = list(labels)
+    m = len(media)
+    common = functools.reduce(np.intersect1d, [np.unique(y) for y in labels.values()])
+    if m < 2 or len(common) < m - 1:
+        raise ValueError(f'quadruplet sampling needs at least 2 media and {m - 1} classes '
+                         f'present in every medium {tuple(media)}; {len(common)} are')
+    r = rng(seed, epoch, TAG_QUADS)
+    out = np.empty((spe, b, m), np.int64)
+    for t in range(spe):
+        for j in range(b):
+            classes = r.choice(common, m - 1, replace=False)
+            pair = r.choice(m, 2, replace=False)
+            others = [k for k in range(m) if k not in pair]
+            out[t, j, pair] = classes[0]
+            out[t, j, others] = classes[1:]
+    return out
+
+
+def quadruplet_schedule(labels: Mapping[str, np.ndarray], modality: str, seed: int,
+                        epoch: int, spe: int, b: int) -> np.ndarray:
+    """int[spe, b] item positions of one medium under `quadruplet_classes`; items of a
+    class come without replacement from per-epoch permutations, refilled when used up."""
+    classes = quadruplet_classes(labels, seed, epoch, spe, b)[:, :, list(labels).index(modality)]
+    y = labels[modality]
+    r = rng(seed, epoch, TAG_ITEMS, MODALITY_IDS[modality])
+    members = {int(c): np.flatnonzero(y == c) for c in np.unique(classes)}
+    queues: dict[int, list[int]] = {c: [] for c in members}
+    out = np.empty((spe, b), np.int64)
+    for t in range(spe):
+        for j in range(b):
+            q = queues[int(classes[t, j])]
+            if not q:
+                q.extend(r.permutation(members[int(classes[t, j])]).tolist()[::-1])
+            out[t, j] = q.pop()
     return out

@@ -204,3 +204,21 @@ def test_stage0_uses_the_classification_evaluator():
                     config=c)
     assert r['accuracy'] == pytest.approx(2 / 3)
     assert 'top-1 accuracy 0.667' in ev.format_table(r)
+
+
+def test_quadruplet_sampler_gives_paper_batches():
+    rng = np.random.default_rng(0)
+    media = ('image', 'video', 'audio', 'text')
+    labels = {m: rng.integers(0, 5, 40) for m in media}
+    classes = samplers.quadruplet_classes(labels, 0, 0, 6, 4)
+    for t in range(6):
+        for j in range(4):
+            c = classes[t, j]
+            assert len(set(c.tolist())) == 3                     # three classes
+            assert sorted(np.unique(c, return_counts=True)[1].tolist()) == [1, 1, 2]
+    items = {m: samplers.quadruplet_schedule(labels, m, 0, 0, 6, 4) for m in media}
+    for i, m in enumerate(media):
+        np.testing.assert_array_equal(labels[m][items[m]], classes[:, :, i])
+    again = samplers.quadruplet_schedule(labels, 'audio', 0, 0, 6, 4)
+    np.testing.assert_array_equal(again, items['audio'])          # a function of (seed, epoch)
+    assert not np.array_equal(samplers.quadruplet_schedule(labels, 'audio', 0, 1, 6, 4), again)
