@@ -105,22 +105,26 @@ def aligned_schedule(labels: Mapping[str, np.ndarray], modality: str, seed: int,
     if b % num_per_batch:
         raise ValueError(f'class-aligned sampling needs batch_per_modality={b} divisible by '
                          f'classes_per_batch={num_per_batch}')
-    k = b // num_per_batch
     classes = aligned_classes(labels, seed, epoch, spe, num_per_batch)
-    y = labels[modality]
-    r = rng(seed, epoch, TAG_ITEMS, MODALITY_IDS[modality])
-    members = {int(c): np.flatnonzero(y == c) for c in np.unique(classes)}
+    slot_classes = np.repeat(classes, b // num_per_batch, axis=1)  # class by class
+    return _draw_by_class(slot_classes, labels[modality],
+                          rng(seed, epoch, TAG_ITEMS, MODALITY_IDS[modality]))
+
+
+def _draw_by_class(slot_classes: np.ndarray, y: np.ndarray,
+                   r: np.random.Generator) -> np.ndarray:
+    """int[spe, b] item positions whose labels are `slot_classes` [spe, b]: the items of
+    a class come without replacement from a permutation of that class, drawn afresh
+    (from `r`) each time the previous one is used up."""
+    members = {int(c): np.flatnonzero(y == c) for c in np.unique(slot_classes)}
     queues: dict[int, list[int]] = {c: [] for c in members}
-    out = np.empty((spe, b), np.int64)
-    for t in range(spe):
-        row = []
-        for c in classes[t]:
+    out = np.empty(slot_classes.shape, np.int64)
+    for t, row in enumerate(slot_classes):
+        for j, c in enumerate(row):
             q = queues[int(c)]
-            for _ in range(k):
-                if not q:
-                    q.extend(r.permutation(members[int(c)]).tolist()[::-1])
-                row.append(q.pop())
-        out[t] = row
+            if not q:
+                q.extend(r.permutation(members[int(c)]).tolist()[::-1])
+            out[t, j] = q.pop()
     return out
 
 
@@ -152,15 +156,5 @@ def quadruplet_schedule(labels: Mapping[str, np.ndarray], modality: str, seed: i
     """int[spe, b] item positions of one medium under `quadruplet_classes`; items of a
     class come without replacement from per-epoch permutations, refilled when used up."""
     classes = quadruplet_classes(labels, seed, epoch, spe, b)[:, :, list(labels).index(modality)]
-    y = labels[modality]
-    r = rng(seed, epoch, TAG_ITEMS, MODALITY_IDS[modality])
-    members = {int(c): np.flatnonzero(y == c) for c in np.unique(classes)}
-    queues: dict[int, list[int]] = {c: [] for c in members}
-    out = np.empty((spe, b), np.int64)
-    for t in range(spe):
-        for j in range(b):
-            q = queues[int(classes[t, j])]
-            if not q:
-                q.extend(r.permutation(members[int(classes[t, j])]).tolist()[::-1])
-            out[t, j] = q.pop()
-    return out
+    return _draw_by_class(classes, labels[modality],
+                          rng(seed, epoch, TAG_ITEMS, MODALITY_IDS[modality]))
