@@ -109,11 +109,12 @@ def demo_data(argv):
         flags.DEFINE_integer('seed', 0, 'random seed (the output is deterministic)',
                              flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
-    from input_pipeline import demo
     if fv.format == 'fgxmedia':
+        from input_pipeline import demo
         demo.demo_main(fv.out, fv.classes or 10, fv.per_class or 12, fv.seed)
     else:
-        demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
+        from input_pipeline import av_demo
+        av_demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
 
 
 @command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')

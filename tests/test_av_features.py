@@ -7,7 +7,7 @@ import pytest
 
 from configs import dsffn_test
 from input_pipeline import av_features as av
-from input_pipeline import demo
+from input_pipeline import av_demo
 
 
 def _write(path, **arrays):
@@ -68,7 +68,7 @@ def test_width_mismatch_between_splits_and_unreadable_file(tmp_path):
 
 @pytest.mark.parametrize('fmt,classes', [('vegas', 10), ('ave', 15)])
 def test_demo_files_have_the_layout_and_quirks(tmp_path, fmt, classes):
-    info = demo.generate_av_features(tmp_path, fmt, per_class=8, seed=1)
+    info = av_demo.generate_av_features(tmp_path, fmt, per_class=8, seed=1)
     path = tmp_path / av.FILE_NAMES[fmt]
     assert info['path'] == str(path) and info['classes'] == classes
     with h5py.File(path) as f:
@@ -82,7 +82,7 @@ def test_demo_files_have_the_layout_and_quirks(tmp_path, fmt, classes):
     assert classes - 1 not in data['test'].label       # a class absent from test
     assert set(data['train'].label.tolist()) == set(range(classes))
     # Deterministic per seed.
-    demo.generate_av_features(tmp_path / 'again', fmt, per_class=8, seed=1)
+    av_demo.generate_av_features(tmp_path / 'again', fmt, per_class=8, seed=1)
     again = av.read_file(tmp_path / 'again' / av.FILE_NAMES[fmt])
     np.testing.assert_array_equal(again['test'].visual, data['test'].visual)
     # Class-conditional: nearest class mean on train classifies most test items.
@@ -102,7 +102,7 @@ def _config(tmp_path, **data):
 
 @pytest.fixture()
 def small_file(tmp_path):
-    demo.generate_av_features(tmp_path, 'vegas', num_classes=3, per_class=20,
+    av_demo.generate_av_features(tmp_path, 'vegas', num_classes=3, per_class=20,
                               visual_dim=64, audio_dim=16, seed=0)
     return tmp_path
 

@@ -14,7 +14,7 @@ import pytest
 from configs import dsffn_demo, dsffn_test
 from dcinet_jax import evaluators, methods, train
 from dcinet_jax.evaluators import audiovisual
-from input_pipeline import demo
+from input_pipeline import av_demo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_evaluator_on_hand_made_features():
 def test_demo_config_trains_above_chance_on_synthetic_vegas(tmp_path):
     """configs/dsffn_demo.py on a synthetic VEGAS-format file (1024-d / 128-d, 10 classes,
     the last one absent from test): mAP well above chance on a2v and v2a."""
-    demo.generate_av_features(tmp_path / 'data', 'vegas', per_class=50, seed=0)
+    av_demo.generate_av_features(tmp_path / 'data', 'vegas', per_class=50, seed=0)
     c = dsffn_demo.get_config()
     c.data.data_dir = str(tmp_path / 'data')
     c.num_epochs = 5
