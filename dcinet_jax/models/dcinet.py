@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from dcinet_jax.models import backbones
-from dcinet_jax.models.ccrn import CCRN, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
+from dcinet_jax.models.ccrn import CCRN
 from dcinet_jax.models.text_net import TextNet
 from input_pipeline.spec import VOCAB_SIZES
 
