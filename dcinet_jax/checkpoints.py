@@ -188,6 +188,21 @@ class Checkpointer:
         m = self._read(step, model=ocp.args.StandardRestore(model))['model']
         return {'params': m['params'], **m['collections']}
 
+    def read_saved_variables(self, step: int | None = None) -> tuple[int, dict]:
+        """(step, {'params': ..., **collections}) of `step` (default: latest) as host
+        arrays, shaped as saved: no config or mesh needed (to start one run from another
+        run's weights)."""
+        step = self._check_step(step)
+        try:
+            saved = self._manager.item_metadata(step)['model'].tree
+        except Exception as e:  # noqa: BLE001
+            raise CorruptCheckpointError(step, self._culprit(step, e), _first_line(e)) from e
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        template = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype, sharding=device), saved)
+        m = jax.device_get(self._read(step, model=ocp.args.StandardRestore(template))['model'])
+        return step, {'params': m['params'], **m['collections']}
+
     def _read(self, step: int, **items) -> Any:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -215,8 +230,8 @@ class Checkpointer:
             saved = self._manager.item_metadata(step)['model'].tree
         except Exception:  # noqa: BLE001 - unreadable metadata: the restore will say why
             return template
-        want = {_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(template)}
-        have = {_path(p): tuple(getattr(x, 'shape', ()))
+        want = {leaf_path(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(template)}
+        have = {leaf_path(p): tuple(getattr(x, 'shape', ()))
                 for p, x in jax.tree_util.tree_leaves_with_path(saved)}
         for name in sorted(set(want) | set(have)):
             if want.get(name) != have.get(name):
@@ -328,7 +343,8 @@ def _flat(tree: Mapping, prefix: str = '') -> dict:
     return out
 
 
-def _path(path) -> str:
+def leaf_path(path) -> str:
+    """'params/Dense_0/kernel' for a pytree key path."""
     return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
                     for k in path)
 

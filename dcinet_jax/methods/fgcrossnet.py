@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from dcinet_jax import evaluators, losses, parallel
+from dcinet_jax import checkpoints, evaluators, losses, parallel
 from dcinet_jax.methods import dcinet as dcinet_method
 from dcinet_jax.models import dcinet as dcinet_model
 
@@ -190,31 +190,24 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
 def read_checkpoint_variables(path: str | os.PathLike) -> tuple[int, dict]:
     """(step, {'params': ..., **collections}) of the latest checkpoint under `path`, as
     host arrays, whatever the device count and config that wrote it."""
-    import numpy as np
-    import orbax.checkpoint as ocp
-
-    from dcinet_jax import checkpoints
     ckpt = checkpoints.Checkpointer(checkpoint_dir(path), best_metric='loss', read_only=True)
-    step = ckpt.latest_step()
-    if step is None:
-        raise FileNotFoundError(f'init_from={os.fspath(path)!r}: no checkpoint there')
-    saved = ckpt._manager.item_metadata(step)['model'].tree
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    template = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype, sharding=device), saved)
-    m = ckpt._read(step, model=ocp.args.StandardRestore(template))['model']
-    host = jax.tree.map(np.asarray, m)
-    return step, {'params': host['params'], **host['collections']}
+    try:
+        if ckpt.latest_step() is None:
+            raise FileNotFoundError(f'init_from={os.fspath(path)!r}: no checkpoint there')
+        return ckpt.read_saved_variables()
+    finally:
+        ckpt.close()
 
 
 def overlay(fresh: dict, saved: dict, *, skip: tuple[str, ...] = ()) -> tuple[dict, list, list]:
     """`fresh` with every leaf whose path (and shape) is in `saved` replaced by the saved
     one, except paths starting with an entry of `skip`. Returns (tree, taken, kept)."""
-    flat_saved = {_key(p): x for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+    flat_saved = {checkpoints.leaf_path(p): x
+                  for p, x in jax.tree_util.tree_leaves_with_path(saved)}
     taken, kept = [], []
 
     def pick(path, x):
-        name = _key(path)
+        name = checkpoints.leaf_path(path)
         if not any(name.startswith(s) for s in skip) and name in flat_saved \
                 and tuple(flat_saved[name].shape) == tuple(x.shape):
             taken.append(name)
@@ -222,10 +215,6 @@ def overlay(fresh: dict, saved: dict, *, skip: tuple[str, ...] = ()) -> tuple[di
         kept.append(name)
         return x
     return jax.tree_util.tree_map_with_path(pick, fresh), taken, kept
-
-
-def _key(path) -> str:
-    return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
 
 
 def load_pretrained(variables: dict, config: Any) -> dict | None:
