@@ -21,7 +21,7 @@ import jax.numpy as jnp
 __all__ = ['smooth_one_hot', 'cross_entropy', 'soft_target_cross_entropy', 'dcinet_loss',
            'paired_distance', 'normalized_center_loss', 'center_loss', 'label_regression_loss',
            'fgcrossnet_centre_loss', 'batch_mean_centres', 'pairwise_distances',
-           'quadruplet_mask', 'quadruplet_ranking_loss']
+           'quadruplet_mask', 'quadruplet_ranking_loss', 'hardest_negative_triplet']
 
 
 def smooth_one_hot(labels: jax.Array, num_classes: int, smoothing: float = 0.0) -> jax.Array:
@@ -247,3 +247,40 @@ def quadruplet_ranking_loss(features: jax.Array, labels: jax.Array, *, margin1: 
         return total
     count = jnp.sum((t > 1e-16).astype(jnp.float32))
     return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
+
+
+def hardest_negative_triplet(scores: jax.Array, margin: float = 0.2, *,
+                            negative_mask: jax.Array | None = None, reduction: str = 'sum'
+                            ) -> jax.Array:
+    """HSLM's (VSE++ max-violation) triplet loss on a square score matrix (docs/hslm_model.md#loss).
+
+    ``scores[i, k]`` = score(image i, caption k); the positives are on the diagonal. Per
+    positive, only the hardest negative counts in each direction:
+    max_{k != i} [margin - S_ii + S_ik]_+ (captions for image i) plus
+    max_{j != i} [margin - S_ii + S_ji]_+ (images for caption i). ``negative_mask[i, k]``
+    True removes pair (i, k) from the negatives of both row i and column k (e.g. captions
+    of the same image). ``reduction``: 'sum' (the reference), 'mean' or 'none' (B,).
+    Computed in float32; a positive with no allowed negative contributes 0.
+    """
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f'hardest_negative_triplet: scores must be square (B, B), got {scores.shape}')
+    if reduction not in ('sum', 'mean', 'none'):
+        raise ValueError(f"hardest_negative_triplet: reduction={reduction!r}: expected "
+                         "'sum', 'mean' or 'none'")
+    s = scores.astype(jnp.float32)
+    n = s.shape[0]
+    excluded = jnp.eye(n, dtype=jnp.bool_)
+    if negative_mask is not None:
+        if negative_mask.shape != s.shape:
+            raise ValueError(f'hardest_negative_triplet: negative_mask {negative_mask.shape} '
+                             f'!= scores {s.shape}')
+        excluded = excluded | negative_mask.astype(jnp.bool_)
+    positives = jnp.diagonal(s)
+    cost_captions = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[:, None] + s))
+    cost_images = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[None, :] + s))
+    per_positive = jnp.max(cost_captions, axis=1) + jnp.max(cost_images, axis=0)
+    if reduction == 'sum':
+        return jnp.sum(per_positive)
+    if reduction == 'mean':
+        return jnp.mean(per_positive)
+    return per_positive
