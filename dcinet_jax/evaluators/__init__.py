@@ -27,7 +27,7 @@ from types import ModuleType
 
 __all__ = ['get', 'names', 'register']
 
-_BUILTIN: tuple[str, ...] = ('fgxmedia', 'audiovisual')
+_BUILTIN: tuple[str, ...] = ('fgxmedia', 'audiovisual', 'recall')
 _registered: dict[str, ModuleType] = {}
 
 
