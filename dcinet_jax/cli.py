@@ -1,6 +1,7 @@
 """`dcinet` command line: thin subcommands that parse flags and call into the library.
 
-    dcinet demo-data --out DIR [--format fgxmedia|vegas|ave --classes N --per_class K --seed S]
+    dcinet demo-data --out DIR [--format fgxmedia|vegas|ave|precomp --classes N --per_class K
+                     --seed S --feature_dim D]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--config.field=value ...]
@@ -92,29 +93,39 @@ def _config(fv):
     return config
 
 
-@command('demo-data', 'write a built-in demo dataset (FG-XMedia layout, or VEGAS/AVE features)')
+@command('demo-data', 'write a built-in demo dataset (FG-XMedia layout, VEGAS/AVE features, '
+         'or a precomp image-text folder)')
 def demo_data(argv):
     def define(fv):
         flags.DEFINE_string('out', None, 'output directory', flag_values=fv, required=True)
-        flags.DEFINE_enum('format', 'fgxmedia', ['fgxmedia', 'vegas', 'ave'],
+        flags.DEFINE_enum('format', 'fgxmedia', ['fgxmedia', 'vegas', 'ave', 'precomp'],
                           'fgxmedia: the FG-XMedia folder layout; vegas / ave: a synthetic '
                           'audio-visual feature file (vegas_feature_norm.h5 / '
-                          'ave_feature_norm.h5)', flag_values=fv)
+                          'ave_feature_norm.h5); precomp: a SCAN-format image-text folder '
+                          '(HSLM)', flag_values=fv)
         flags.DEFINE_integer('classes', None, 'number of classes (default: 10 for '
                              'fgxmedia and vegas, 15 for ave)', flag_values=fv)
         flags.DEFINE_integer('per_class', None, 'items per class, modality and split '
                              '(default 12); vegas/ave: train pairs per class (default 80, '
-                             'test a quarter of it)', flag_values=fv)
+                             'test a quarter of it); precomp: train images per attribute '
+                             'value (default 50; --classes = values per attribute group, '
+                             'default 8)', flag_values=fv)
         flags.DEFINE_alias('per-class', 'per_class', flag_values=fv)
         flags.DEFINE_integer('seed', 0, 'random seed (the output is deterministic)',
                              flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
+        flags.DEFINE_integer('feature_dim', None, 'precomp: region feature width (default '
+                             '64; the real releases have 2048)', flag_values=fv)
     if fv.format == 'fgxmedia':
         from input_pipeline import demo
         demo.demo_main(fv.out, fv.classes or 10, fv.per_class or 12, fv.seed)
     else:
         from input_pipeline import av_demo
         av_demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
+    elif fv.format == 'precomp':
+        from input_pipeline import precomp_demo
+        precomp_demo.precomp_demo_main(fv.out, fv.classes, fv.per_class, fv.seed,
+                                       fv.feature_dim)
 
 
 @command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from dcinet_jax import checkpoints, evaluate, parallel
 from dcinet_jax.state import build_trainer
 
 
-def run(config, workdir: str | Path, *, step: int | None = None, best: bool = False) -> dict:
-    """Evaluates `step` (default: latest, or the best by `config.eval.best_metric`).
+def restore_for_eval(config, workdir: str | Path, *, step: int | None = None,
+                     best: bool = False) -> tuple[Any, dict, int]:
+    """(trainer, host variables, step) of `step` (default: latest, or the best by
+    `config.eval.best_metric`), as `dcinet eval` restores it.
 
     Only the params and variable collections are restored (no optimizer state), and the
     checkpoint directory is opened read-only: evaluating beside a live training run
@@ -31,5 +34,13 @@ def run(config, workdir: str | Path, *, step: int | None = None, best: bool = Fa
         variables = ckpt.restore_variables(step, trainer.abstract_state())
     finally:
         ckpt.close()
+    return trainer, parallel.to_host(variables), int(step)
+
+
+def run(config, workdir: str | Path, *, step: int | None = None, best: bool = False) -> dict:
+    """Evaluates `step` (default: latest, or the best by `config.eval.best_metric`) and
+    writes the results under `workdir/eval/` (see restore_for_eval for what is read)."""
+    workdir = Path(workdir).absolute()
+    trainer, variables, step = restore_for_eval(config, workdir, step=step, best=best)
     return evaluate.evaluate_variables(config, trainer.method, trainer.eval_model,
-                                       parallel.to_host(variables), step=step, workdir=workdir)
+                                       variables, step=step, workdir=workdir)
