@@ -1,4 +1,5 @@
-"""Training-time feature interactions of DCINet: CMSI (spatial) then CMCI (channel)."""
+"""Feature interactions: DCINet's training-time CMSI (spatial) then CMCI (channel); HSLM's
+text-to-image attention and similarity vectors (`scan_attention`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import jax
 
 from dcinet_jax.interaction.cmci import cmci
 from dcinet_jax.interaction.cmsi import cmsi
+from dcinet_jax.interaction.scan_attention import similarity_vector, t2i_attention
 from dcinet_jax.losses import smooth_one_hot
 
-__all__ = ['cmsi', 'cmci', 'interact']
+__all__ = ['cmsi', 'cmci', 'interact', 't2i_attention', 'similarity_vector']
 
 
 def interact(rng: jax.Array, x: jax.Array, labels: jax.Array, modality: jax.Array, *,
