@@ -111,21 +111,21 @@ def demo_data(argv):
                              'value (default 50; --classes = values per attribute group, '
                              'default 8)', flag_values=fv)
         flags.DEFINE_alias('per-class', 'per_class', flag_values=fv)
+        flags.DEFINE_integer('feature_dim', None, 'precomp: region feature width (default '
+                             '64; the real releases have 2048)', flag_values=fv)
         flags.DEFINE_integer('seed', 0, 'random seed (the output is deterministic)',
                              flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
-        flags.DEFINE_integer('feature_dim', None, 'precomp: region feature width (default '
-                             '64; the real releases have 2048)', flag_values=fv)
     if fv.format == 'fgxmedia':
         from input_pipeline import demo
         demo.demo_main(fv.out, fv.classes or 10, fv.per_class or 12, fv.seed)
-    else:
-        from input_pipeline import av_demo
-        av_demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
     elif fv.format == 'precomp':
         from input_pipeline import precomp_demo
         precomp_demo.precomp_demo_main(fv.out, fv.classes, fv.per_class, fv.seed,
                                        fv.feature_dim)
+    else:
+        from input_pipeline import av_demo
+        av_demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
 
 
 @command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')
