@@ -9,6 +9,7 @@
     dcinet bench     --config FILE [--batch_per_modality N --steps K --dtype bfloat16|float32
                      --peer torch]
     dcinet profile   --config FILE --workdir DIR [--steps a:b]
+    dcinet report    --config FILE --workdir DIR [--out DIR --step N --top_k 5 --queries 3]
 
 Every `--config` is an ml_collections `get_config()` file; any field can be overridden
 as `--config.data.batch_per_modality=16`. Each subcommand has its own absl flag set.
@@ -245,6 +246,24 @@ def profile(argv):
     fv = _flag_values(argv, define, 'dcinet profile')
     from dcinet_jax.perf import profiling
     profiling.profile_main(_config(fv), fv.workdir, steps=fv.steps)
+
+
+@command('report', 'static HTML retrieval report of a checkpoint (tables, curves, examples)')
+def report(argv):
+    def define(fv):
+        _config_flag(fv)
+        _workdir_flag(fv)
+        flags.DEFINE_string('out', None, 'report folder (default: WORKDIR/report)',
+                            flag_values=fv)
+        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
+        flags.DEFINE_integer('top_k', 5, 'retrieved items shown and counted per query',
+                             flag_values=fv)
+        flags.DEFINE_integer('queries', 3, 'example queries per task (best, median, worst)',
+                             flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet report')
+    from dcinet_jax.html_report import build_report
+    print(build_report(_config(fv), fv.workdir, out=fv.out, step=fv.step, top_k=fv.top_k,
+                       num_queries=fv.queries))
 
 
 def _default_config_path() -> str | None:
