@@ -198,10 +198,15 @@ def coco_5fold(scores, caption_image) -> dict:
     return folds(scores, caption_image, 5, 1000)
 
 
+def _is_matrix(x) -> bool:
+    """One 2-D array (numpy, memmap or JAX), as opposed to a list or stack of them."""
+    return getattr(x, 'ndim', None) == 2
+
+
 def ensemble(score_matrices) -> np.ndarray:
     """The float32 mean of several (N_img, N_cap) score matrices (one array passes through)."""
-    if isinstance(score_matrices, np.ndarray) and score_matrices.ndim == 2:
-        return score_matrices
+    if _is_matrix(score_matrices):
+        return np.asarray(score_matrices)
     matrices = list(score_matrices)
     if not matrices:
         raise ValueError('ensemble: no score matrices')
@@ -228,7 +233,7 @@ def _split_scores(outputs: Mapping, split: str) -> tuple[np.ndarray, np.ndarray,
         raise ValueError(f"recall: outputs[{split!r}] needs 'scores' and 'caption_image', "
                          f'got {sorted(part)}')
     raw = part['scores']
-    size = 1 if (isinstance(raw, np.ndarray) and raw.ndim == 2) else len(raw)
+    size = 1 if _is_matrix(raw) else len(raw)
     scores, ci = _checked(ensemble(raw), part['caption_image'])
     return scores, ci, size
 
