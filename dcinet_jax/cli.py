@@ -10,6 +10,9 @@
                      --peer torch]
     dcinet profile   --config FILE --workdir DIR [--steps a:b]
     dcinet report    --config FILE --workdir DIR [--out DIR --step N --top_k 5 --queries 3]
+    dcinet index     --config FILE --workdir DIR [--split test | --folder DIR] [--step N --name X]
+    dcinet search    --config FILE --workdir DIR --query FILE [--query FILE ...] [--top_k 10
+                     --modality all|image|audio|text|video --index X --step N --json]
 
 Every `--config` is an ml_collections `get_config()` file; any field can be overridden
 as `--config.data.batch_per_modality=16`. Each subcommand has its own absl flag set.
@@ -264,6 +267,47 @@ def report(argv):
     from dcinet_jax.html_report import build_report
     print(build_report(_config(fv), fv.workdir, out=fv.out, step=fv.step, top_k=fv.top_k,
                        num_queries=fv.queries))
+
+
+@command('index', "save a checkpoint's gallery of a prepared split or a folder of raw files")
+def index(argv):
+    def define(fv):
+        _config_flag(fv)
+        _workdir_flag(fv)
+        flags.DEFINE_string('split', None, 'prepared split to index (default: test)',
+                            flag_values=fv)
+        flags.DEFINE_string('folder', None, 'index every image/audio/text file under this '
+                            'folder instead (layout rules: docs/search.md)', flag_values=fv)
+        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
+        flags.DEFINE_string('name', None, 'index name under WORKDIR/index/ (default: the '
+                            'split, or folder-<folder name>)', flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet index')
+    from dcinet_jax import search_index
+    search_index.index_main(_config(fv), fv.workdir, split=fv.split, folder=fv.folder,
+                            step=fv.step, name=fv.name)
+
+
+@command('search', 'rank indexed items against raw query files (image, audio, text)')
+def search(argv):
+    def define(fv):
+        _config_flag(fv)
+        _workdir_flag(fv)
+        flags.DEFINE_multi_string('query', [], 'query file (repeatable)', flag_values=fv)
+        flags.DEFINE_integer('top_k', 10, 'results per query', flag_values=fv)
+        flags.DEFINE_string('modality', 'all', 'gallery modality to search, or all',
+                            flag_values=fv)
+        flags.DEFINE_string('index', 'test', 'index name (the default test index is built '
+                            'on first use)', flag_values=fv)
+        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
+        flags.DEFINE_enum('query_modality', None, ['image', 'audio', 'text', 'video'],
+                          'treat the queries as this modality (default: by extension)',
+                          flag_values=fv)
+        flags.DEFINE_bool('json', False, 'print the results as JSON', flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet search')
+    from dcinet_jax import search as search_lib
+    search_lib.search_main(_config(fv), fv.workdir, fv.query, top_k=fv.top_k,
+                           modality=fv.modality, index=fv.index, step=fv.step,
+                           query_modality=fv.query_modality, as_json=fv.json)
 
 
 def _default_config_path() -> str | None:

@@ -94,12 +94,8 @@ def _class_colour(c: int, num_classes: int) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(hue, 0.85, 0.9)
 
 
-def draw_bird(c: int, num_classes: int, rng: np.random.Generator, size: tuple[int, int],
-              *, pose: tuple[float, float, float, float] | None = None) -> Image.Image:
-    """One RGB image of class c: bird on a cluttered background, with pose jitter.
-
-    `pose` = (centre x, centre y, scale, angle) in units of the image; drawn if None.
-    """
+def draw_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    """A muted sky/foliage background with 4-8 low-saturation twigs and leaves."""
     w, h = size
     bg = rng.uniform(0.35, 0.75, 3) * np.array([0.9, 1.0, 0.85])  # muted sky/foliage tones
     img = Image.new('RGB', (w, h), tuple(int(v * 255) for v in bg))
@@ -115,15 +111,14 @@ def draw_bird(c: int, num_classes: int, rng: np.random.Generator, size: tuple[in
         else:
             r = rng.uniform(0.03, 0.08) * min(w, h)
             d.ellipse([x0 - r, y0 - r / 2, x0 + r, y0 + r / 2], fill=col)
+    return img
 
-    if pose is None:
-        pose = (rng.uniform(0.42, 0.58), rng.uniform(0.42, 0.58), rng.uniform(0.85, 1.1),
-                rng.uniform(-15, 15))
-    cx, cy, scale, angle = pose
-    s = int(min(w, h) * 0.75 * scale)
+
+def bird_sprite(s: int, rgb: np.ndarray, stripes: int, crest: bool) -> Image.Image:
+    """An s x s RGBA bird facing right: body colour `rgb` (floats in [0, 1]), `stripes`
+    white wing stripes, an optional crest; head, beak and eye in the upper right."""
     bird = Image.new('RGBA', (s, s), (0, 0, 0, 0))
     bd = ImageDraw.Draw(bird)
-    rgb = np.array(_class_colour(c, num_classes)) * rng.uniform(0.9, 1.05)
     body = tuple(int(v) for v in np.clip(rgb * 255, 0, 255)) + (255,)
     dark = tuple(int(v * 0.45) for v in body[:3]) + (255,)
     u = s / 100.0
@@ -134,21 +129,53 @@ def draw_bird(c: int, num_classes: int, rng: np.random.Generator, size: tuple[in
                fill=(235, 190, 60, 255))                                             # beak
     bd.ellipse([71 * u, 30 * u, 76 * u, 35 * u], fill=(10, 10, 10, 255))             # eye
     bd.ellipse([26 * u, 42 * u, 58 * u, 60 * u], fill=dark)                          # wing
-    for k in range(c % 3 + 1):                                   # wing stripes: 1..3
+    for k in range(stripes):
         x = (32 + 8 * k) * u
         bd.line([x, 44 * u, x + 4 * u, 58 * u], fill=(250, 250, 240, 255), width=max(1, int(2 * u)))
-    if (c // 3) % 2:                                             # crest on alternate triples
+    if crest:
         bd.polygon([(62 * u, 26 * u), (66 * u, 8 * u), (72 * u, 23 * u)], fill=dark)
     bd.line([34 * u, 69 * u, 32 * u, 84 * u], fill=(60, 40, 20, 255), width=max(1, int(2 * u)))
     bd.line([46 * u, 69 * u, 48 * u, 84 * u], fill=(60, 40, 20, 255), width=max(1, int(2 * u)))
+    return bird
+
+
+def paste_bird(img: Image.Image, bird: Image.Image, rng: np.random.Generator,
+               pose: tuple[float, float, float, float]) -> None:
+    """Flip the sprite with probability 1/2, rotate it by the pose angle and paste it
+    centred at the pose's (x, y) (in units of the image)."""
+    w, h = img.size
+    cx, cy, _, angle = pose
+    s = bird.size[0]
     if rng.random() < 0.5:
         bird = bird.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     bird = bird.rotate(float(angle), resample=Image.Resampling.BILINEAR, expand=False)
     img.paste(bird, (int(cx * w - s / 2), int(cy * h - s / 2)), bird)
 
-    a = np.asarray(img.filter(ImageFilter.GaussianBlur(0.6)), np.float32)
-    a += rng.normal(0, 8, a.shape)
+
+def blur_and_noise(img: Image.Image, rng: np.random.Generator, noise: float = 8.0,
+                   blur: float = 0.6) -> Image.Image:
+    """A slight Gaussian blur, then Gaussian pixel noise of std `noise` grey levels."""
+    a = np.asarray(img.filter(ImageFilter.GaussianBlur(blur)), np.float32)
+    a += rng.normal(0, noise, a.shape)
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def draw_bird(c: int, num_classes: int, rng: np.random.Generator, size: tuple[int, int],
+              *, pose: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """One RGB image of class c: bird on a cluttered background, with pose jitter.
+
+    `pose` = (centre x, centre y, scale, angle) in units of the image; drawn if None.
+    The class sets the body hue, the wing stripes (1..3) and the crest (alternate triples).
+    """
+    w, h = size
+    img = draw_background(rng, size)
+    if pose is None:
+        pose = (rng.uniform(0.42, 0.58), rng.uniform(0.42, 0.58), rng.uniform(0.85, 1.1),
+                rng.uniform(-15, 15))
+    s = int(min(w, h) * 0.75 * pose[2])
+    rgb = np.array(_class_colour(c, num_classes)) * rng.uniform(0.9, 1.05)
+    paste_bird(img, bird_sprite(s, rgb, c % 3 + 1, bool((c // 3) % 2)), rng, pose)
+    return blur_and_noise(img, rng)
 
 
 def _image_file(c: int, num_classes: int, split: str, j: int, seed: int,
@@ -344,7 +371,8 @@ def _video_frames(c: int, num_classes: int, split: str, v: int, seed: int) -> li
 
 # ----------------------------------------------------------------------------- writer
 
-def _write(root: Path, rel: str, data: bytes | str) -> None:
+def write_file(root: Path, rel: str, data: bytes | str) -> None:
+    """Write `data` (text as UTF-8) to root/rel, creating folders."""
     p = root / rel
     p.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
@@ -373,7 +401,7 @@ def generate_demo_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
     root.mkdir(parents=True, exist_ok=True)
     counts = {m: {s: 0 for s in SPLITS} for m in MODALITIES}
 
-    _write(root, 'classes.txt', ''.join(f'{c + 1} {class_name(c)}\n' for c in range(num_classes)))
+    write_file(root, 'classes.txt', ''.join(f'{c + 1} {class_name(c)}\n' for c in range(num_classes)))
     for split in SPLITS:
         n_items = per_class if split == 'train' else test_per_class
         lines: dict[str, list[str]] = {m: [] for m in counts}
@@ -383,29 +411,29 @@ def generate_demo_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
             for j in range(n_items):
                 data, ext = _image_file(c, num_classes, split, j, seed, _image_kind(c, split, j))
                 rel = f'{_folder(c, "image")}/{stem}_{tag}{j:04d}{ext}'
-                _write(root, f'image/{rel}', data)
+                write_file(root, f'image/{rel}', data)
                 lines['image'].append(f'{rel} {c}')
 
                 as_image = c % 4 == 3
                 data, ext = _audio_file(c, num_classes, split, j, seed, as_image)
                 rel = f'{_folder(c, "audio")}/{stem}_{tag}{j:04d}{ext}'
-                _write(root, f'audio/audioimg/{rel}' if as_image else f'audio/{rel}', data)
+                write_file(root, f'audio/audioimg/{rel}' if as_image else f'audio/{rel}', data)
                 lines['audio'].append(f'{rel} {c}')
 
                 rel = f'{_folder(c, "text")}/{stem}_{tag}{j:04d}.txt'
-                _write(root, f'text/{rel}', _text_file(c, split, j, seed))
+                write_file(root, f'text/{rel}', _text_file(c, split, j, seed))
                 lines['text'].append(f'{rel} {c}')
             for v in range(VIDEOS_PER_CLASS):
                 for f, data in enumerate(_video_frames(c, num_classes, split, v, seed)):
                     rel = f'{_folder(c, "video")}/{stem}_{tag}v{v:02d}_{f + 1:02d}.jpg'
-                    _write(root, f'video/{rel}', data)
+                    write_file(root, f'video/{rel}', data)
                     lines['video'].append(f'{rel} {c}')
         for m, ls in lines.items():
-            _write(root, f'list/{m}/{split}.txt', '\n'.join(ls) + '\n')
+            write_file(root, f'list/{m}/{split}.txt', '\n'.join(ls) + '\n')
             counts[m][split] = len(ls)
         if split == 'test':
             labels = [ln.rsplit(' ', 1)[1] for ln in lines['text']]
-            _write(root, 'list/text/testlabel.txt', '\n'.join(labels) + '\n')
+            write_file(root, 'list/text/testlabel.txt', '\n'.join(labels) + '\n')
     return counts
 
 
