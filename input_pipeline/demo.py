@@ -114,17 +114,21 @@ def draw_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Im
     return img
 
 
-def bird_sprite(s: int, rgb: np.ndarray, stripes: int, crest: bool) -> Image.Image:
+def bird_sprite(s: int, rgb: np.ndarray, stripes: int, crest: bool,
+                head_rgb: np.ndarray | None = None) -> Image.Image:
     """An s x s RGBA bird facing right: body colour `rgb` (floats in [0, 1]), `stripes`
-    white wing stripes, an optional crest; head, beak and eye in the upper right."""
+    white wing stripes, an optional crest; head (colour `head_rgb`, default the body's),
+    beak and eye in the upper right."""
     bird = Image.new('RGBA', (s, s), (0, 0, 0, 0))
     bd = ImageDraw.Draw(bird)
     body = tuple(int(v) for v in np.clip(rgb * 255, 0, 255)) + (255,)
+    head = body if head_rgb is None else tuple(
+        int(v) for v in np.clip(np.asarray(head_rgb) * 255, 0, 255)) + (255,)
     dark = tuple(int(v * 0.45) for v in body[:3]) + (255,)
     u = s / 100.0
     bd.polygon([(18 * u, 50 * u), (2 * u, 40 * u), (4 * u, 62 * u)], fill=dark)     # tail
     bd.ellipse([14 * u, 36 * u, 72 * u, 70 * u], fill=body)                          # body
-    bd.ellipse([56 * u, 22 * u, 84 * u, 50 * u], fill=body)                          # head
+    bd.ellipse([56 * u, 22 * u, 84 * u, 50 * u], fill=head)                          # head
     bd.polygon([(82 * u, 33 * u), (98 * u, 38 * u), (82 * u, 42 * u)],
                fill=(235, 190, 60, 255))                                             # beak
     bd.ellipse([71 * u, 30 * u, 76 * u, 35 * u], fill=(10, 10, 10, 255))             # eye
