@@ -13,6 +13,9 @@
     dcinet index     --config FILE --workdir DIR [--split test | --folder DIR] [--step N --name X]
     dcinet search    --config FILE --workdir DIR --query FILE [--query FILE ...] [--top_k 10
                      --modality all|image|audio|text|video --index X --step N --json]
+    dcinet sweep     --config FILE[:ARG] --root DIR [--variants a,b --seeds 0,1,2
+                     --launcher sequential|local_gpus|slurm --config.field=value ...]
+                     | --root DIR --report-only | --root DIR --task I
 
 Every `--config` is an ml_collections `get_config()` file; any field can be overridden
 as `--config.data.batch_per_modality=16`. Each subcommand has its own absl flag set.
@@ -249,6 +252,36 @@ def profile(argv):
     fv = _flag_values(argv, define, 'dcinet profile')
     from dcinet_jax.perf import profiling
     profiling.profile_main(_config(fv), fv.workdir, steps=fv.steps)
+
+
+@command('sweep', 'run config variants x seeds, each in its own workdir; mean ± std table')
+def sweep(argv):
+    # --config.field=value overrides go to every run as they are (checked when planned).
+    overrides = [a for a in argv if a.startswith('--config.')]
+
+    def define(fv):
+        flags.DEFINE_string('config', None, 'config FILE or FILE:ARG (required to plan)',
+                            flag_values=fv)
+        flags.DEFINE_string('variants', None, 'comma-separated ARGs replacing the config\'s '
+                            'ARG, e.g. baseline@demo,cmsi@demo', flag_values=fv)
+        flags.DEFINE_string('seeds', '0', 'comma-separated seeds (--config.seed per run)',
+                            flag_values=fv)
+        flags.DEFINE_string('root', None, 'sweep directory: sweep.json, <variant>/seed<k>/, '
+                            'sweep_results.{json,md}', flag_values=fv, required=True)
+        flags.DEFINE_enum('launcher', 'sequential', ['sequential', 'local_gpus', 'slurm'],
+                          'one run at a time; one run per local GPU; a SLURM job array',
+                          flag_values=fv)
+        flags.DEFINE_bool('report_only', False, 'only re-aggregate the finished runs',
+                          flag_values=fv)
+        flags.DEFINE_alias('report-only', 'report_only', flag_values=fv)
+        flags.DEFINE_integer('task', None, 'run entry I of ROOT/sweep.json (a SLURM array '
+                             'task: SLURM_ARRAY_TASK_ID)', flag_values=fv)
+    fv = _flag_values([a for a in argv if not a.startswith('--config.')], define,
+                      'dcinet sweep')
+    from dcinet_jax import sweep as sweep_lib
+    sys.exit(sweep_lib.sweep_main(root=fv.root, config=fv.config, variants=fv.variants,
+                                  seeds=fv.seeds, overrides=overrides, launcher=fv.launcher,
+                                  report_only=fv.report_only, task=fv.task))
 
 
 @command('report', 'static HTML retrieval report of a checkpoint (tables, curves, examples)')

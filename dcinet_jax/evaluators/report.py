@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ['FGCROSSNET_PAPER', 'PAPER_REFERENCE', 'atomic_write_text', 'fgcrossnet_table',
-           'format_table', 'paper_reference_table', 'save_results']
+           'format_table', 'paper_reference_table', 'save_results', 'tables']
 
 PAPER_REFERENCE: dict[str, dict] = {
     'DCINet (paper, ResNet50 layer4, real FG-XMedia)': {
@@ -70,6 +70,8 @@ def fgcrossnet_table(rows: Mapping[str, Mapping], *, with_paper: bool = True) ->
 
 
 def _fmt(value) -> str:
+    if isinstance(value, str):  # a preformatted cell (a sweep's 'mean ± std')
+        return value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return '—'
     return f'{value:.3f}'
@@ -90,6 +92,13 @@ def _tables(rows: list[tuple[str, Mapping]], bimodal_keys: list[str],
             out.append(f'| {name} | ' + ' | '.join(cells) + ' |')
         out.append('')
     return '\n'.join(out)
+
+
+def tables(rows: list[tuple[str, Mapping]], bimodal_keys: list[str],
+           multimodal_keys: list[str]) -> str:
+    """The bi-modal and X->all tables of (name, results) rows with the given task
+    columns; a cell is a number (three decimals) or a preformatted string."""
+    return _tables(rows, bimodal_keys, multimodal_keys)
 
 
 def format_table(results: Mapping, *, name: str = 'This run', with_paper: bool = False) -> str:

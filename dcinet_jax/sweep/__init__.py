@@ -1,0 +1,166 @@
+"""`dcinet sweep`: a grid of config variants x seeds, each run in its own workdir, and
+the mean ± std (n) of every metric over the seeds (docs/sweeps.md).
+
+    plan.py       the grid, written to ROOT/sweep.json (one entry per run)
+    run.py        one run = `dcinet train` (+ `dcinet eval` when needed) in subprocesses,
+                  ROOT/<variant>/seed<k>/sweep_status.json; sequential or one per GPU
+    aggregate.py  ROOT/sweep_results.{json,md}: mean, sample std (ddof=1), n per cell
+
+Launchers: `sequential` (one run after another, any machine), `local_gpus` (one run per
+local GPU at a time, CUDA_VISIBLE_DEVICES set per run) and `slurm` (a job array, one
+task per plan entry, launch/sweep_array.sbatch). A finished run is never rerun; a killed,
+interrupted or failed one is run again (training resumes from its checkpoints).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from dcinet_jax import exit_codes
+from dcinet_jax.sweep import aggregate, plan as plan_lib, run as run_lib
+from dcinet_jax.sweep.plan import SweepError
+
+__all__ = ['SweepError', 'sweep_main']
+
+LAUNCHERS = ('sequential', 'local_gpus', 'slurm')
+ARRAY_SCRIPT = Path(__file__).resolve().parents[2] / 'launch' / 'sweep_array.sbatch'
+
+
+def _evaluator(name: str | None):
+    if not name:
+        return None
+    try:
+        from dcinet_jax import evaluators
+        return evaluators.get(name)
+    except (ValueError, ImportError):
+        return None
+
+
+def _evaluator_name(config_spec: str, overrides: list[str]) -> str | None:
+    """The evaluator of the plan's first run (also checks that the config loads and
+    every override names a field: a typo fails here, before any run starts)."""
+    from absl import flags
+    from ml_collections import config_flags
+    from dcinet_jax import methods
+    argv = ['dcinet sweep', '--config', config_spec, *overrides]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file('config', None, flag_values=fv, sys_argv=argv)
+    try:
+        fv(argv)
+    except (flags.Error, AttributeError, KeyError) as e:
+        raise SweepError(f'--config {config_spec} with {overrides}: {e}') from None
+    config = fv.config
+    return methods.evaluator_name(methods.from_config(config), config)
+
+
+def _print(line: str) -> None:
+    print(f'[sweep {time.strftime("%H:%M:%S")}] {line}', flush=True)
+
+
+def _announce(entry: dict, status: dict) -> None:
+    where = f'{entry["variant"]} seed {entry["seed"]}'
+    if status.get('skipped'):
+        _print(f'{where}: finished earlier, skipped')
+    elif status['status'] == run_lib.FINISHED:
+        _print(f'{where}: finished in {status["seconds"]:.0f} s')
+    else:
+        _print(f'{where}: {status["status"]} (exit {status["exit_code"]}) after '
+               f'{status["seconds"]:.0f} s: {status["last_line"]} '
+               f'[{entry["workdir"]}/{run_lib.LOG_FILE}]')
+
+
+def _run_entry(root: Path, entry: dict, children, env=None) -> dict:
+    if not run_lib.is_finished(root / entry['workdir']):
+        gpu = f' on GPU {env["CUDA_VISIBLE_DEVICES"]}' if env else ''
+        _print(f'{entry["variant"]} seed {entry["seed"]}: starting{gpu} '
+               f'({entry["workdir"]}/{run_lib.LOG_FILE})')
+    status = run_lib.run_one(root, entry, children, env=env)
+    _announce(entry, status)
+    return status
+
+
+def _report(root: Path, plan: dict) -> dict:
+    return aggregate.write_report(root, plan, _evaluator(plan.get('evaluator')))
+
+
+def _summary(root: Path, agg: dict) -> int:
+    counts: dict[str, int] = {}
+    for r in agg['runs']:
+        counts[r['status']] = counts.get(r['status'], 0) + 1
+    print(aggregate.format_markdown(agg, None).split('**Runs**')[0].rstrip())
+    _print(', '.join(f'{n} {s}' for s, n in sorted(counts.items()))
+           + f'; results in {root / aggregate.RESULTS_MD} and {aggregate.RESULTS_JSON}')
+    if counts.get(run_lib.FAILED):
+        return exit_codes.ERROR
+    if len(agg['runs']) != counts.get(run_lib.FINISHED, 0):
+        return exit_codes.INTERRUPTED
+    return exit_codes.OK
+
+
+def sweep_main(*, root: str, config: str | None = None, variants: str | None = None,
+               seeds: str | None = None, overrides: list[str] = (), launcher: str = 'sequential',
+               report_only: bool = False, task: int | None = None) -> int:
+    """Plans (or reads) the sweep under `root`, runs what is not finished with the
+    launcher, aggregates; returns the exit code (0 all finished, 1 some failed, 75 some
+    unfinished or interrupted)."""
+    root = Path(root).absolute()
+    if launcher not in LAUNCHERS:
+        raise SweepError(f'--launcher={launcher!r}: expected one of {LAUNCHERS}')
+    if config is None:
+        if not report_only and task is None:
+            raise SweepError('--config FILE[:ARG] is required (except with --report-only '
+                             'or --task on a planned --root)')
+        plan = plan_lib.read_plan(root)
+    else:
+        plan = plan_lib.make_plan(config, plan_lib.parse_list(variants, 'variants'),
+                                  plan_lib.parse_seeds(seeds or '0'), list(overrides))
+        first = plan['runs'][0]
+        plan['evaluator'] = _evaluator_name(first['config'], list(overrides))
+        root.mkdir(parents=True, exist_ok=True)
+        plan_lib.write_plan(root, plan)
+    if report_only:
+        return _summary(root, _report(root, plan))
+    if task is not None:  # one SLURM array task
+        with run_lib.Children() as children:
+            status = _run_entry(root, plan_lib.array_entry(plan, task), children)
+        _report(root, plan)
+        return {run_lib.FINISHED: exit_codes.OK,
+                run_lib.INTERRUPTED: exit_codes.INTERRUPTED}.get(status['status'],
+                                                                 exit_codes.ERROR)
+    runs = plan['runs']
+    _print(f'{len(runs)} runs ({len(plan["variants"])} variants x {len(plan["seeds"])} seeds) '
+           f'under {root}, launcher {launcher}')
+    t0 = time.time()
+    if launcher == 'slurm':
+        commands = run_lib.slurm_commands(root, len(runs), ARRAY_SCRIPT)
+        if shutil.which('sbatch'):
+            out = subprocess.run(commands[0].split() + ['--parsable'], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+            _print(f'submitted array job {out}; when it is done: '
+                   + commands[1].replace('<ARRAY_JOB_ID>', out.split(';')[0]))
+        else:
+            _print('sbatch not found; submit with:\n  ' + '\n  '.join(commands))
+        return exit_codes.OK
+    with run_lib.Children() as children:
+        if launcher == 'sequential':
+            for entry in runs:
+                if children.stopping:
+                    break
+                _run_entry(root, entry, children)
+                _report(root, plan)
+        else:
+            gpus = run_lib.local_gpu_ids()
+            if not gpus:
+                raise SweepError('--launcher=local_gpus: no GPU found (CUDA_VISIBLE_DEVICES '
+                                 'empty and nvidia-smi -L lists none)')
+            _print(f'{len(gpus)} GPU(s): {",".join(gpus)}, one run each at a time')
+            run_lib.run_pool(runs, gpus, lambda e, g: _run_entry(
+                root, e, children, dict(os.environ, CUDA_VISIBLE_DEVICES=str(g))),
+                should_stop=lambda: children.stopping is not None)
+    agg = _report(root, plan)
+    _print(f'sweep done in {time.time() - t0:.0f} s')
+    return _summary(root, agg)

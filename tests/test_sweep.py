@@ -1,0 +1,237 @@
+"""`dcinet sweep`: the plan and its array-task mapping, the GPU pool, aggregation against
+mean/std computed here with numpy (ddof=1), failed runs reported and left out of the
+means, and a real sweep of the tiny MLP method (tests/tiny_method.py) that is interrupted
+by a failing run and resumes without rerunning the finished one.
+"""
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tiny_method  # noqa: F401 - registers the 'accuracy' evaluator
+from dcinet_jax.sweep import aggregate, plan as plan_lib, run as run_lib, sweep_main
+from dcinet_jax.sweep.plan import SweepError
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+CONFIG = '''import tiny_method
+def get_config(arg='a'):
+    c = tiny_method.get_config(4)
+    c.optim.learning_rate = {'a': 0.05, 'b': 0.01}[arg]
+    return c
+'''
+
+
+@pytest.fixture(scope='module')
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('sweep_config') / 'tiny_sweep.py'
+    path.write_text(CONFIG)
+    return path
+
+
+def _env():
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env['PYTHONPATH'] = os.pathsep.join([str(TESTS), str(REPO), env.get('PYTHONPATH', '')])
+    return env
+
+
+def _sweep(*args):
+    return subprocess.run([sys.executable, '-m', 'dcinet_jax', 'sweep', *args], env=_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_plan_grid_workdirs_and_array_task_mapping(config_file, tmp_path):
+    plan = plan_lib.make_plan(f'{config_file}:a', ['a', 'b'], [0, 1, 2],
+                              ['--config.batch=4'])
+    assert [(r['variant'], r['seed']) for r in plan['runs']] == [
+        ('a', 0), ('a', 1), ('a', 2), ('b', 0), ('b', 1), ('b', 2)]
+    entry = plan_lib.array_entry(plan, '4')  # SLURM_ARRAY_TASK_ID arrives as a string
+    assert entry['index'] == 4 and entry['workdir'] == 'b/seed1'
+    assert entry['config'] == f'{config_file.resolve()}:b'
+    assert plan_lib.train_argv(entry, Path('W')) == [
+        'train', '--config', f'{config_file.resolve()}:b', '--workdir', 'W',
+        '--progress=false', '--config.seed=1', '--config.batch=4']
+    with pytest.raises(SweepError, match=r'array task id 6 is outside .* 0\.\.5'):
+        plan_lib.array_entry(plan, 6)
+    # No ARG and no --variants: one variant named after the file.
+    single = plan_lib.make_plan(str(config_file), [], [3], [])
+    assert [r['workdir'] for r in single['runs']] == ['tiny_sweep/seed3']
+    with pytest.raises(SweepError, match='the seed is set per run; use --seeds'):
+        plan_lib.make_plan(str(config_file), [], [0], ['--config.seed=1'])
+    with pytest.raises(SweepError, match='repeats a seed'):
+        plan_lib.parse_seeds('0,1,0')
+    # A root keeps its config and overrides: another is refused, naming both.
+    plan_lib.write_plan(tmp_path, plan)
+    other = plan_lib.make_plan(f'{config_file}:a', ['a'], [0], ['--config.batch=8'])
+    with pytest.raises(SweepError, match=r"planned with overrides \['--config.batch=4'\]"):
+        plan_lib.write_plan(tmp_path, other)
+
+
+def test_slurm_launcher_writes_the_plan_and_prints_the_array_command(config_file, tmp_path,
+                                                                     capsys, monkeypatch):
+    monkeypatch.setenv('PATH', str(tmp_path))  # no sbatch on this PATH
+    rc = sweep_main(root=str(tmp_path / 'root'), config=f'{config_file}:a', variants='a,b',
+                    seeds='0,1,2', launcher='slurm')
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert f'sbatch --array=0-5 {REPO / "launch" / "sweep_array.sbatch"} {tmp_path / "root"}' in out
+    plan = plan_lib.read_plan(tmp_path / 'root')
+    assert len(plan['runs']) == 6 and plan['evaluator'] == 'accuracy'
+    assert not (tmp_path / 'root' / 'a').exists()  # nothing ran here
+
+
+def test_gpu_pool_never_shares_a_gpu_and_runs_everything():
+    busy, log, lock = set(), [], threading.Lock()
+
+    def fake_run(entry, gpu):
+        with lock:
+            assert gpu not in busy, f'GPU {gpu} given to two runs at once'
+            busy.add(gpu)
+        time.sleep(0.01 * (entry % 3))
+        with lock:
+            busy.discard(gpu)
+            log.append((entry, gpu))
+        return entry * 10
+
+    assert run_lib.run_pool(list(range(7)), ['0', '1', '2'], fake_run) == [
+        0, 10, 20, 30, 40, 50, 60]
+    assert sorted(e for e, _ in log) == list(range(7)) and {g for _, g in log} == {'0', '1', '2'}
+    # Once stopping, no further entry starts.
+    started = []
+    results = run_lib.run_pool(list(range(5)), ['0'], lambda e, g: started.append(e) or e,
+                               should_stop=lambda: len(started) >= 2)
+    assert started == [0, 1] and results == [0, 1, None, None, None]
+    assert run_lib.local_gpu_ids({'CUDA_VISIBLE_DEVICES': '2, 5'}) == ['2', '5']
+    assert run_lib.local_gpu_ids({'CUDA_VISIBLE_DEVICES': ''}) == []
+
+
+def _fake_run(root, entry, results, status='finished', exit_code=0):
+    workdir = Path(root) / entry['workdir']
+    (workdir / 'eval').mkdir(parents=True)
+    if results is not None:
+        (workdir / 'eval' / 'results.json').write_text(json.dumps({'step': 9, **results}))
+    (workdir / 'sweep_status.json').write_text(json.dumps(
+        {'status': status, 'exit_code': exit_code, 'step': 9, 'seconds': 1.0,
+         'last_line': None if status == 'finished' else 'boom: it broke', 'log': 'run.log'}))
+
+
+def _fg_results(rng):
+    bi = {k: float(v) for k, v in zip(('i2t', 'i2a', 't2i', 't2a', 'a2i', 'a2t'), rng.random(6))}
+    multi = {k: float(v) for k, v in zip(('i2all', 't2all', 'a2all'), rng.random(3))}
+    return {'bimodal': bi, 'multimodal': multi, 'bimodal_average': float(np.mean(list(bi.values()))),
+            'multimodal_average': float(np.mean(list(multi.values()))),
+            'protocol': {'counts': {'image': 120}}}
+
+
+def test_aggregation_matches_hand_computed_mean_and_sample_std(tmp_path):
+    plan = plan_lib.make_plan(str(REPO / 'configs' / 'ablations.py'), ['cmsi', 'cmci'],
+                              [0, 1, 2], [])
+    rng = np.random.default_rng(0)
+    written = {}
+    for entry in plan['runs']:
+        res = _fg_results(rng)
+        if (entry['variant'], entry['seed']) == ('cmsi', 1):  # failed: must not count
+            _fake_run(tmp_path, entry, res, status='failed', exit_code=3)
+        elif (entry['variant'], entry['seed']) == ('cmci', 2):  # never ran
+            pass
+        else:
+            _fake_run(tmp_path, entry, res)
+            written[(entry['variant'], entry['seed'])] = res
+    agg = aggregate.write_report(tmp_path, plan)
+    for variant, seeds in (('cmsi', (0, 2)), ('cmci', (0, 1))):
+        got = agg['variants'][variant]
+        assert got['n'] == 2 and got['seeds'] == list(seeds)
+        for task in ('i2t', 'a2t'):
+            vals = [written[(variant, s)]['bimodal'][task] for s in seeds]
+            mean = sum(vals) / 2
+            std = (sum((v - mean) ** 2 for v in vals) / (2 - 1)) ** 0.5  # ddof=1, by hand
+            m = got['metrics'][f'bimodal.{task}']
+            assert m['mean'] == pytest.approx(mean, abs=1e-12)
+            assert m['std'] == pytest.approx(std, abs=1e-12)
+            assert m['n'] == 2
+        assert 'protocol.counts.image' not in got['metrics'] and 'step' not in got['metrics']
+    left = agg['variants']['cmsi']['left_out']
+    assert [(r['seed'], r['status'], r['exit_code'], r['last_line']) for r in left] == [
+        (1, 'failed', 3, 'boom: it broke')]
+    assert agg['variants']['cmci']['left_out'][0]['status'] == 'pending'
+    md = (tmp_path / 'sweep_results.md').read_text()
+    m = agg['variants']['cmsi']['metrics']['multimodal_average']
+    assert '| cmsi (n=2, 1 failed) |' in md and f'{m["mean"]:.3f} ± {m["std"]:.3f} |' in md
+    assert '| DCINet (paper, ResNet50 layer4, real FG-XMedia) | 0.242 |' in md  # paper beside
+    assert '| cmsi | 1 | failed | 3 |' in md
+    on_disk = json.loads((tmp_path / 'sweep_results.json').read_text())
+    assert on_disk['variants']['cmci']['metrics']['bimodal.i2t']['std'] == pytest.approx(
+        agg['variants']['cmci']['metrics']['bimodal.i2t']['std'])
+    # n = 1: the mean alone, the std shown as '–' (None in the JSON).
+    one = aggregate.summarize([0.5])
+    assert one == {'mean': 0.5, 'std': None, 'n': 1, 'values': [0.5]}
+    assert aggregate.cell(one) == '0.500 ± –'
+
+
+def test_generic_evaluator_gets_a_metric_by_variant_table(tmp_path, config_file):
+    plan = plan_lib.make_plan(f'{config_file}:a', ['a', 'b'], [0, 1], [])
+    vals = {('a', 0): 0.5, ('a', 1): 0.7, ('b', 0): 0.2, ('b', 1): 0.3}
+    for entry in plan['runs']:
+        _fake_run(tmp_path, entry, {'accuracy': vals[(entry['variant'], entry['seed'])],
+                                    'nested': {'x': 1.0}, 'flag': True})
+    agg = aggregate.aggregate(tmp_path, plan)
+    md = aggregate.format_markdown(agg, tiny_method.Accuracy)
+    assert '| accuracy | 0.600 ± 0.141 | 0.250 ± 0.071 |' in md  # std([.5, .7], ddof=1)
+    assert '| nested.x |' in md and 'flag' not in md
+    assert '| a (mean) | accuracy 0.600 |' in md  # the evaluator's own table of the means
+
+
+def test_real_sweep_reports_a_failed_run_and_resumes_without_rerunning(config_file, tmp_path):
+    root = tmp_path / 'root'
+    busy = root / 'a' / 'seed1'
+    busy.mkdir(parents=True)
+    holder = open(busy / 'train.lock', 'w')  # a live run holds seed 1: its train fails
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    holder.write(json.dumps({'pid': os.getpid(), 'host': 'test'}))
+    holder.flush()
+    args = ['--config', f'{config_file}:a', '--seeds', '0,1', '--root', str(root),
+            '--config.batch=4']
+    first = _sweep(*args)
+    holder.close()
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert 'a seed 1: failed (exit 1)' in first.stdout
+    agg = json.loads((root / 'sweep_results.json').read_text())
+    a = agg['variants']['a']
+    assert a['n'] == 1 and a['metrics']['accuracy']['std'] is None
+    assert a['left_out'][0]['seed'] == 1 and 'in use by another training run' in a['left_out'][0]['last_line']
+    status0 = json.loads((root / 'a' / 'seed0' / 'sweep_status.json').read_text())
+    assert status0['status'] == 'finished' and status0['step'] == 4
+    mtime0 = (root / 'a' / 'seed0' / 'eval' / 'results.json').stat().st_mtime_ns
+
+    second = _sweep(*args)  # the lock is gone: seed 1 runs, seed 0 is not rerun
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert 'a seed 0: finished earlier, skipped' in second.stdout
+    assert (root / 'a' / 'seed0' / 'run.log').read_text().count('=== dcinet train') == 1
+    assert (root / 'a' / 'seed0' / 'eval' / 'results.json').stat().st_mtime_ns == mtime0
+    status1 = json.loads((root / 'a' / 'seed1' / 'sweep_status.json').read_text())
+    assert status1['status'] == 'finished' and status1['attempt'] == 2
+    accs = [json.loads((root / 'a' / f'seed{s}' / 'eval' / 'results.json').read_text())
+            ['accuracy'] for s in (0, 1)]
+    got = json.loads((root / 'sweep_results.json').read_text())['variants']['a']
+    assert got['n'] == 2 and got['metrics']['accuracy']['mean'] == pytest.approx(np.mean(accs))
+    assert got['metrics']['accuracy']['std'] == pytest.approx(np.std(accs, ddof=1))
+
+    # --report-only and a SLURM array task (the script, with the finished entry 0) touch
+    # no finished run.
+    (root / 'sweep_results.md').unlink()
+    assert _sweep('--root', str(root), '--report-only').returncode == 0
+    assert '| a (n=2) |' in (root / 'sweep_results.md').read_text()
+    task = subprocess.run(['bash', str(REPO / 'launch' / 'sweep_array.sbatch'), str(root)],
+                          env=dict(_env(), SLURM_ARRAY_TASK_ID='0', PYTHON=sys.executable),
+                          capture_output=True, text=True, timeout=120)
+    assert task.returncode == 0, task.stdout + task.stderr
+    assert 'a seed 0: finished earlier, skipped' in task.stdout
+    assert (root / 'a' / 'seed0' / 'run.log').read_text().count('=== dcinet train') == 1
