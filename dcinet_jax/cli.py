@@ -1,7 +1,7 @@
 """`dcinet` command line: thin subcommands that parse flags and call into the library.
 
     dcinet demo-data --out DIR [--format fgxmedia|vegas|ave|precomp --classes N --per_class K
-                     --seed S --feature_dim D]
+                     --seed S --feature_dim D --difficulty easy|hard]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--config.field=value ...]
@@ -122,8 +122,15 @@ def demo_data(argv):
                              '64; the real releases have 2048)', flag_values=fv)
         flags.DEFINE_integer('seed', 0, 'random seed (the output is deterministic)',
                              flag_values=fv)
+        flags.DEFINE_enum('difficulty', 'easy', ['easy', 'hard'],
+                          'fgxmedia: easy (separable classes, the two-command demo) or hard '
+                          '(confusable sister classes for ablations; default 30 items per '
+                          'class, no video; docs/ablation_demo.md)', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
-    if fv.format == 'fgxmedia':
+    if fv.format == 'fgxmedia' and fv.difficulty == 'hard':
+        from input_pipeline import demo_hard
+        demo_hard.hard_demo_main(fv.out, fv.classes or 10, fv.per_class or 30, fv.seed)
+    elif fv.format == 'fgxmedia':
         from input_pipeline import demo
         demo.demo_main(fv.out, fv.classes or 10, fv.per_class or 12, fv.seed)
     elif fv.format == 'precomp':
