@@ -28,7 +28,7 @@ import functools
 import json
 import os
 import tempfile
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -39,6 +39,7 @@ PAD_WORD, START_WORD, END_WORD, UNK_WORD = '<pad>', '<start>', '<end>', '<unk>'
 RESERVED_WORDS: tuple[str, ...] = (PAD_WORD, START_WORD, END_WORD, UNK_WORD)
 MIN_WORD_COUNT = 4     # reference threshold: words seen fewer times in train+dev → <unk>
 LENGTH_MULTIPLE = 8    # padded caption lengths are multiples of this
+TOKENIZER_RULE = 'lower+nltk-treebank-preserve-line'  # names the rule in token caches
 
 
 class VocabError(DataError):
@@ -95,7 +96,7 @@ class Vocab:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = MIN_WORD_COUNT) -> 'Vocab':
+    def build(cls, captions: Iterable[str], min_count: int = MIN_WORD_COUNT) -> Vocab:
         """The reserved words, then every token seen at least `min_count` times in
         `captions`, in sorted (code point) order."""
         counts = collections.Counter()
@@ -107,7 +108,7 @@ class Vocab:
     # ------------------------------------------------------------------ files
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> 'Vocab':
+    def load(cls, path: str | os.PathLike) -> Vocab:
         """Read a SCAN-schema vocab JSON; any deviation is a VocabError naming the field."""
         path = os.fspath(path)
         try:

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -156,13 +158,48 @@ def _read_lines(path: Path) -> list[str]:
 # ----------------------------------------------------------------------------- captions
 
 def encode_captions(split: PrecompSplit, vocab: caps_lib.Vocab, *,
-                    max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    max_length: int | None = None,
+                    cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(tokens int32 (N_caps, L), lengths int32 (N_caps,)) of every caption, padded to
-    L = max_length or bucket_length(longest caption with <start>/<end>)."""
+    L = max_length or bucket_length(longest caption with <start>/<end>).
+
+    Tokenizing is the slow part (COCO's 566k train captions take minutes), so with
+    `cache_dir` the result is kept in `<cache_dir>/<split>_tokens_<digest>.npz`, the digest
+    covering the captions, the vocabulary, max_length and the nltk version: any change
+    gives a new file, never a stale one.
+    """
+    path = None
+    if cache_dir is not None:
+        digest = _token_digest(split, vocab, max_length)
+        path = Path(cache_dir) / f'{split.name}_tokens_{digest}.npz'
+        if path.is_file():
+            with np.load(path) as cached:
+                return cached['tokens'], cached['lengths']
     ids = [vocab.encode(c) for c in split.captions]
     longest = max(len(x) for x in ids)
     length = caps_lib.bucket_length(longest) if max_length is None else int(max_length)
-    return caps_lib.pad_tokens(ids, length)
+    tokens, lengths = caps_lib.pad_tokens(ids, length)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.tokens-', suffix='.npz', dir=path.parent)
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                np.savez(f, tokens=tokens, lengths=lengths)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    return tokens, lengths
+
+
+def _token_digest(split: PrecompSplit, vocab: caps_lib.Vocab, max_length: int | None) -> str:
+    import nltk
+    h = hashlib.sha256()
+    for part in (caps_lib.TOKENIZER_RULE, nltk.__version__, str(max_length),
+                 '\n'.join(vocab.idx2word), '\n'.join(split.captions)):
+        h.update(part.encode('utf-8') + b'\0')
+    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- training
@@ -277,12 +314,14 @@ class EvalArrays:
 
 
 def eval_arrays(split: PrecompSplit, vocab: caps_lib.Vocab, *, max_images: int | None = None,
-                max_length: int | None = None) -> EvalArrays:
+                max_length: int | None = None,
+                cache_dir: str | os.PathLike | None = None) -> EvalArrays:
     """The first `max_images` distinct images (all by default; the reference validates on
-    dev's first 1,000) with their 5 captions each, captions encoded and padded."""
+    dev's first 1,000) with their 5 captions each, captions encoded and padded
+    (`encode_captions`, cached under `cache_dir` if given)."""
     n = split.num_images if max_images is None else min(int(max_images), split.num_images)
     sub = dataclasses.replace(split, captions=split.captions[:CAPTIONS_PER_IMAGE * n],
                               caption_image=split.caption_image[:CAPTIONS_PER_IMAGE * n])
-    tokens, lengths = encode_captions(sub, vocab, max_length=max_length)
+    tokens, lengths = encode_captions(sub, vocab, max_length=max_length, cache_dir=cache_dir)
     return EvalArrays(split.images, sub.image_rows.copy(), tokens, lengths,
                       np.arange(CAPTIONS_PER_IMAGE * n, dtype=np.int64) // CAPTIONS_PER_IMAGE)

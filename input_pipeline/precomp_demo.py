@@ -45,7 +45,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 MAX_VALUES = min(len(v) for v in GROUPS.values())
 FILLERS = ('small', 'big', 'happy', 'old', 'naïve', 'little')      # carry no image information
 PREPOSITIONS = ('in', 'at', 'near', 'by')
-RARE_WORDS = ('zeppelin', 'quokka', 'crème', 'xylophone', 'yurt', 'ocelot')  # 1-3 uses in train+dev
+RARE_WORDS = ('zeppelin', 'quokka', 'crème', 'xylophone', 'yurt', 'ocelot')  # 1-3 uses, train+dev
 TEST_ONLY_WORDS = ('kangaroo', 'tuba', 'igloo')                       # never in train+dev
 DEFAULT_SIZES = {'dev': 100, 'test': 100, 'testall': 250}            # images per eval split
 

@@ -1,6 +1,7 @@
 """Precomp image-text reader, training/eval batches and the demo generator
 (input_pipeline/precomp.py, precomp_demo.py)."""
 
+import dataclasses
 import math
 import os
 import resource
@@ -63,8 +64,8 @@ def test_caption_lines_are_stripped_utf8(tmp_path):
 
 
 @pytest.mark.parametrize('images, caps, message', [
-    (_feats(3), 10, r'train_caps.txt: 10 captions for 3 feature rows in train_ims.npy: '
-                    r'expected 15 \(5 per image\) or 3'),
+    (_feats(3), 10, (r'train_caps.txt: 10 captions for 3 feature rows in train_ims.npy: '
+                     r'expected 15 \(5 per image\) or 3')),
     (_feats(7), 7, 'train_caps.txt: 7 captions with one feature row each'),
     (_feats(2), 0, 'train_caps.txt: no captions'),
     (_feats(2).astype(np.float64), 10, 'train_ims.npy: dtype is float64, expected float32'),
@@ -178,6 +179,25 @@ def test_encode_captions_pads_to_a_bucketed_length(train_data):
         assert not tokens[c, lengths[c]:].any()
     with pytest.raises(ValueError, match='more than the padded length 4'):
         P.encode_captions(split, vocab, max_length=4)
+
+
+def test_token_cache_is_reused_and_keyed_by_its_inputs(tmp_path, monkeypatch, train_data):
+    split, vocab, tokens, lengths = train_data
+    small = dataclasses.replace(split, captions=split.captions[:20],
+                                  caption_image=split.caption_image[:20])
+    first = P.encode_captions(small, vocab, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first[0], tokens[:20, :first[0].shape[1]])
+    np.testing.assert_array_equal(first[1], lengths[:20])
+    [cached] = tmp_path.iterdir()
+    assert cached.name.startswith('train_tokens_') and cached.suffix == '.npz'
+    with monkeypatch.context() as m:                 # a hit never tokenizes
+        m.setattr(C.Vocab, 'encode', lambda *a: pytest.fail('tokenized despite the cache'))
+        again = P.encode_captions(small, vocab, cache_dir=tmp_path)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    P.encode_captions(small, vocab, cache_dir=tmp_path, max_length=24)
+    P.encode_captions(small, C.Vocab(vocab.idx2word[:-1]), cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 3
 
 
 def test_train_batches_follow_the_epoch_order_and_resume(train_data):
