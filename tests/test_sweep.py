@@ -235,3 +235,27 @@ def test_real_sweep_reports_a_failed_run_and_resumes_without_rerunning(config_fi
     assert task.returncode == 0, task.stdout + task.stderr
     assert 'a seed 0: finished earlier, skipped' in task.stdout
     assert (root / 'a' / 'seed0' / 'run.log').read_text().count('=== dcinet train') == 1
+
+
+def test_sigterm_to_the_sweep_saves_the_run_and_the_rerun_resumes_it(config_file, tmp_path):
+    root = tmp_path / 'root'
+    args = ['--config', f'{config_file}:b', '--seeds', '0', '--root', str(root),
+            '--config.batch=4', '--config.num_train_steps=8', '--config.batch_delay=0.3']
+    proc = subprocess.Popen([sys.executable, '-m', 'dcinet_jax', 'sweep', *args], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_ckpt = root / 'b' / 'seed0' / 'checkpoints' / '2'
+    deadline = time.time() + 120
+    while not first_ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(subprocess.signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, out
+    status = json.loads((root / 'b' / 'seed0' / 'sweep_status.json').read_text())
+    assert status['status'] == 'interrupted' and status['exit_code'] == 75
+    assert 'b seed 0: interrupted (exit 75)' in out
+
+    again = _sweep(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    log = (root / 'b' / 'seed0' / 'run.log').read_text()
+    assert log.count('=== dcinet train') == 2 and 'resuming from step' in log
+    assert json.loads((root / 'b' / 'seed0' / 'eval' / 'results.json').read_text())['step'] == 8

@@ -147,7 +147,9 @@ def _means_as_results(template: Mapping, metrics: Mapping, prefix: str = '') -> 
 
 def format_markdown(agg: Mapping, evaluator=None) -> str:
     seeds = ', '.join(str(s) for s in agg['seeds'])
+    overrides = ' '.join(agg['overrides']) or 'none'
     out = [f'# Sweep: {Path(agg["config"]).name}, seeds {seeds}', '',
+           f'Overrides for every run: {overrides}', '',
            f'Cells: mean ± std over seeds; {STD_NOTE} ("–" when n = 1). Failed and '
            'unfinished runs are listed below and not averaged.', '']
     table = _paper_layout(agg)
