@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from dcinet_jax import gallery as gallery_lib
+from input_pipeline.spec import MODALITIES
 
 INDEX_DIR = 'index'
 DEFAULT_SPLIT = 'test'
@@ -146,6 +147,7 @@ def folder_gallery(config: Any, trainer: Any, variables: Mapping, step: int,
             g['ids'].append(f'{modality}/{rel}')
             g['labels'].append(label)
         g['x'].append(x)
+    groups = {m: groups[m] for m in MODALITIES if m in groups}
     inputs = {m: (np.stack(g['x']), np.asarray(g['video']) if m == 'video' else None)
               for m, g in groups.items()}
     feats = embed_inputs(config, trainer, variables, inputs)
