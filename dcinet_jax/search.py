@@ -16,7 +16,6 @@ default one (the prepared test split) is built on first use, said on stderr.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,16 +55,6 @@ def _item_path(g: gallery_lib.Gallery, item_id: str) -> str:
     return item_id
 
 
-def _prepared_root(config: Any) -> str | None:
-    """The manual dir recorded by `dcinet prepare` for the config's variant."""
-    try:
-        from input_pipeline import fingerprint, pipeline
-        info = fingerprint.read_info(os.fspath(pipeline.load_builder(config).data_dir)) or {}
-    except (OSError, ValueError):
-        return None
-    return info.get('settings', {}).get('manual_dir')
-
-
 def load_index(config: Any, workdir: str, name: str, restored) -> gallery_lib.Gallery:
     """The index `name`, built first when it is the default and missing; checked
     against the restored checkpoint."""
@@ -103,8 +92,6 @@ def search(config: Any, workdir: str, queries: Sequence[str], *, top_k: int = 10
         raise ValueError(f'--top_k={top_k}: must be >= 1')
     restored = search_index.restore(config, workdir, step)
     g = load_index(config, workdir, index, restored)
-    if 'split' in g.meta.get('source', {}):
-        g.meta['source'].setdefault('root', _prepared_root(config))
     if modality != ALL and modality not in g.modalities:
         raise ValueError(f'--modality {modality}: index {index!r} holds '
                          f'{", ".join(g.modalities)} (or use all)')
@@ -114,7 +101,7 @@ def search(config: Any, workdir: str, queries: Sequence[str], *, top_k: int = 10
     trainer, variables, _ = restored
     where, inputs = _query_inputs(config, queries, query_modality)
     query_feats = search_index.embed_inputs(config, trainer, variables, inputs)
-    names = items.class_names(config)
+    names = g.meta.get('class_names') or items.class_names(config)
     out = []
     for path, m, row in where:
         scores = ranking.cosine_similarity(query_feats[m][row:row + 1], feats)

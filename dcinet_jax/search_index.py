@@ -174,8 +174,19 @@ def build_index(config: Any, workdir: str | os.PathLike, *, split: str | None = 
         split = split or DEFAULT_SPLIT
         g = gallery_lib.gallery_from_variables(config, trainer.method, trainer.eval_model,
                                                variables, step=step, split=split)
+    from input_pipeline import items
+    g.meta['class_names'] = items.class_names(config)
+    if not folder:
+        g.meta['source']['root'] = prepared_root(config)
     path = g.save(index_path(workdir, name or default_name(split, folder)))
     return path, g
+
+
+def prepared_root(config: Any) -> str | None:
+    """The manual dir `dcinet prepare` recorded for the config's prepared variant."""
+    from input_pipeline import fingerprint, pipeline
+    info = fingerprint.read_info(os.fspath(pipeline.load_builder(config).data_dir)) or {}
+    return info.get('settings', {}).get('manual_dir')
 
 
 def index_main(config: Any, workdir: str, *, split: str | None = None,
