@@ -1,0 +1,443 @@
+"""HSLM's model against a PyTorch peer written here from docs/hslm_model.md (same weights):
+relation block, text attention (masked and reference forms), the BiGRU on a padded batch
+vs each caption alone, text-to-image attention, similarity vectors, SAF with masked
+BatchNorm statistics, full scores (train mode with dropout off, and eval mode); padding
+invariance; caption chunks; ablation switches; the full-size parameter count.
+
+The peer computes in float64 and loops over (image, caption) pairs with each caption cut to
+its true length, as the reference does; only the SAF BatchNorm sees all pairs at once (our
+statistics choice)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+from torch.nn import functional as F  # noqa: E402
+
+from dcinet_jax.interaction import scan_attention  # noqa: E402
+from dcinet_jax.models import hslm  # noqa: E402
+
+ATOL = 3e-5
+DIMS = dict(vocab_size=40, embed_dim=16, word_dim=8, sim_dim=8, relation_heads=2,
+            relation_head_dim=8, num_relation_blocks=2, num_text_blocks=2)
+NUM_IMAGES, NUM_REGIONS, REGION_DIM, MAX_LEN = 3, 6, 16, 10
+LENGTHS = np.array([10, 4, 7, 2], np.int32)
+
+
+# ----------------------------------------------------------------------------- torch peer
+
+def t(x):
+    return torch.tensor(np.asarray(x), dtype=torch.float64)
+
+
+def l2norm(x, dim=-1):
+    return x / (x.pow(2).sum(dim, keepdim=True).sqrt() + 1e-8)
+
+
+def linear(x, p):
+    return x @ t(p['kernel']) + t(p['bias'])
+
+
+class BN:
+    """torch BatchNorm (functional) holding copies of a flax BN's variables."""
+
+    def __init__(self, params, stats):
+        self.weight, self.bias = t(params['scale']), t(params['bias'])
+        self.mean, self.var = t(stats['mean']).clone(), t(stats['var']).clone()
+
+    def __call__(self, x, training):     # x: (N, C) or (N, C, L)
+        return F.batch_norm(x, self.mean, self.var, self.weight, self.bias, training, 0.1, 1e-5)
+
+
+def relation_block(x, p, bn, training, heads):
+    """mu = FC1(concat_h X Theta_h), nu alike; A = mu nu^T / N; BN((A X W_g) W_r) + X."""
+    def multi_head(proj, fc):
+        width = p[proj]['kernel'].shape[1] // heads
+        parts = [x @ t(p[proj]['kernel'][:, h * width:(h + 1) * width])
+                 + t(p[proj]['bias'][h * width:(h + 1) * width]) for h in range(heads)]
+        return linear(torch.cat(parts, -1), p[fc])
+    mu, nu = multi_head('theta', 'fc_mu'), multi_head('phi', 'fc_nu')
+    a = mu @ nu.transpose(1, 2) / x.shape[1]
+    y = linear(a @ linear(x, p['w_g']), p['w_r'])
+    return bn(y.transpose(1, 2), training).transpose(1, 2) + x
+
+
+def text_attention(x, p):
+    """One caption (n, d), real words only: (K Q^T / n) U + X."""
+    k, q, u = (torch.tanh(linear(x, p[name])) for name in ('key', 'query', 'value'))
+    return (k @ q.T / x.shape[0]) @ u + x
+
+
+def torch_gru(p_fwd, p_bwd, in_dim, hidden, seed=0):
+    """A torch bidirectional GRU with random weights (non-zero b_hr, b_hz); writes them into
+    the flax cells' dicts, folding b_hr into b_ir and b_hz into b_iz."""
+    torch.manual_seed(seed)
+    gru = torch.nn.GRU(in_dim, hidden, batch_first=True, bidirectional=True).double()
+    gru.requires_grad_(False)
+    for p, suffix in ((p_fwd, ''), (p_bwd, '_reverse')):
+        w_ih = getattr(gru, 'weight_ih_l0' + suffix).detach().numpy()
+        w_hh = getattr(gru, 'weight_hh_l0' + suffix).detach().numpy()
+        b_ih = getattr(gru, 'bias_ih_l0' + suffix).detach().numpy()
+        b_hh = getattr(gru, 'bias_hh_l0' + suffix).detach().numpy()
+        for g, gate in enumerate(('r', 'z', 'n')):
+            rows = slice(g * hidden, (g + 1) * hidden)
+            p['i' + gate] = {'kernel': w_ih[rows].T.astype(np.float32),
+                             'bias': (b_ih[rows] + (b_hh[rows] if gate != 'n' else 0)).astype(np.float32)}
+            p['h' + gate] = {'kernel': w_hh[rows].T.astype(np.float32)}
+        p['hn']['bias'] = b_hh[2 * hidden:].astype(np.float32)
+    return gru
+
+
+def text_encoder(tokens, lengths, p, gru):
+    """Per caption, cut to its length: embedding, text blocks, BiGRU (directions averaged), l2norm."""
+    out = []
+    for tok, n in zip(tokens, lengths):
+        x = t(p['embed']['embedding'])[torch.tensor(tok[:n], dtype=torch.long)]
+        for i in range(sum(k.startswith('text_attn_') for k in p)):
+            x = text_attention(x, p[f'text_attn_{i}'])
+        h, _ = gru(x[None])
+        e = h.shape[-1] // 2
+        out.append(l2norm((h[0, :, :e] + h[0, :, e:]) / 2))
+    return out
+
+
+def image_encoder(images, p, bns, training, heads):
+    x = linear(t(images), p['fc'])
+    for i in range(sum(k.startswith('relation_') for k in p)):
+        x = relation_block(x, p[f'relation_{i}'], bns[f'relation_{i}'], training, heads)
+    return l2norm(x)
+
+
+def visual_pool(x, p, bn_local, bn_global, training):
+    local = torch.tanh(bn_local(linear(x, p['local']), training))     # (B, R, E): R channels
+    glob = torch.tanh(bn_global(linear(x.mean(1), p['global']), training))
+    w = torch.softmax(linear(local * glob[:, None], p['common'])[..., 0], dim=1)
+    return l2norm((w[..., None] * x).sum(1))
+
+
+def text_pool(x, p):
+    local = torch.tanh(linear(x, p['local']))
+    glob = torch.tanh(linear(x.mean(0), p['global']))
+    w = torch.softmax(linear(local * glob, p['common'])[..., 0], dim=0)
+    return l2norm((w[:, None] * x).sum(0))
+
+
+def t2i(regions, words, smooth=9.0):
+    """SCAN t2i for one pair: regions (R, E), words (n, E) -> (n, E)."""
+    s = F.leaky_relu(regions @ words.T, 0.1)
+    s = l2norm(s, dim=1)
+    a = torch.softmax(smooth * s.T, dim=1)          # (n, R), over regions
+    return l2norm(a @ regions)
+
+
+def sim_vector(a, b, kernel, bias):
+    return l2norm((a - b).pow(2) @ t(kernel) + t(bias))
+
+
+def head(regions, captions, p, bns, training, use_local=True, use_global=True):
+    """Scores (Bi, Bc); captions: a list of (n, E) tensors."""
+    if use_global:
+        image_global = visual_pool(regions, p['visual_pool'], bns['bn_local'],
+                                   bns['bn_global'], training)
+    vectors = {}
+    for j, words in enumerate(captions):
+        text_global = text_pool(words, p['text_pool']) if use_global else None
+        for i in range(regions.shape[0]):
+            parts = []
+            if use_global:
+                parts.append(sim_vector(image_global[i], text_global, p['global_sim_kernel'],
+                                        p['global_sim_bias'])[None])
+            if use_local:
+                parts.append(sim_vector(t2i(regions[i], words), words, p['local_sim_kernel'],
+                                        p['local_sim_bias']))
+            vectors[i, j] = torch.cat(parts, 0)
+    keys = list(vectors)
+    gates = torch.cat([linear(vectors[k], p['saf_gate']) for k in keys], 0)   # (sum T, 1)
+    gates = bns['saf'](gates, training)
+    scores = torch.zeros(regions.shape[0], len(captions), dtype=torch.float64)
+    start = 0
+    for k in keys:
+        n = vectors[k].shape[0]
+        alpha = torch.sigmoid(gates[start:start + n, 0])
+        start += n
+        alpha = alpha / (alpha.abs().sum() + 1e-8)
+        pooled = l2norm(alpha @ vectors[k])
+        scores[k] = torch.sigmoid(linear(pooled, p['score']))[0]
+    return scores
+
+
+def torch_bns(variables):
+    """BN peers for every flax BN of an HSLM's variables."""
+    p, s = variables['params'], variables['batch_stats']
+    bns = {k: BN(p['image_encoder'][k]['bn'], s['image_encoder'][k]['bn'])
+           for k in p['image_encoder'] if k.startswith('relation_')}
+    bns['saf'] = BN(p['head']['saf_bn'], s['head']['saf_bn'])
+    if 'visual_pool' in p['head']:
+        for name in ('bn_local', 'bn_global'):
+            bns[name] = BN(p['head']['visual_pool'][name], s['head']['visual_pool'][name])
+    return bns
+
+
+def torch_scores(variables, images, tokens, lengths, gru, training, heads=2, **switches):
+    p = variables['params']
+    bns = torch_bns(variables)
+    regions = image_encoder(images, p['image_encoder'], bns, training, heads)
+    captions = text_encoder(tokens, lengths, p['text_encoder'], gru)
+    return head(regions, captions, p['head'], bns, training, **switches), bns
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+_JITTED = {}
+
+
+def run(model, variables, *args, train, method=None, mutable=False):
+    """model.apply under one jit per (model, train, method, mutable): XLA compiles dominate."""
+    key = (model, train, method, mutable)
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(lambda v, *a: model.apply(
+            v, *a, train=train, method=method, mutable=['batch_stats'] if mutable else False))
+    return _JITTED[key](variables, *args)
+
+
+def with_random_bn_and_gru(model, variables, seed):
+    """Random BN affine parameters and running statistics (so no BN is the identity) and the
+    GRU weights of a fresh torch GRU (folded); returns (numpy variables, torch GRU)."""
+    rng = np.random.default_rng(seed)
+    params = jax.tree_util.tree_map(lambda x: np.array(x, np.float32), variables['params'])
+    stats = jax.tree_util.tree_map(lambda x: np.asarray(rng.uniform(0.5, 1.5, x.shape), np.float32),
+                                   variables['batch_stats'])
+
+    def fill_bn(tree):
+        for sub in tree.values():
+            if isinstance(sub, dict) and set(sub) == {'scale', 'bias'}:
+                sub['scale'] = np.asarray(rng.uniform(0.5, 1.5, sub['scale'].shape), np.float32)
+                sub['bias'] = np.asarray(rng.normal(size=sub['bias'].shape) * 0.1, np.float32)
+            elif isinstance(sub, dict):
+                fill_bn(sub)
+    fill_bn(params)
+    text = params['text_encoder']
+    gru = torch_gru(text['gru_forward'], text['gru_backward'], model.word_dim, model.embed_dim, seed)
+    return {'params': params, 'batch_stats': stats}, gru
+
+
+def random_variables(model, seed, data):
+    """Variables of the model's shapes drawn in numpy (no init compile): U(+-1/sqrt(fan_in))."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *data, train=False))
+    rng = np.random.default_rng(seed)
+    drawn = jax.tree_util.tree_map(lambda x: np.asarray(rng.uniform(
+        -1, 1, x.shape) / np.sqrt(x.shape[0] if len(x.shape) == 2 else 4), np.float32), shapes)
+    return with_random_bn_and_gru(model, drawn, seed)
+
+
+@pytest.fixture(scope='module')
+def data():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(NUM_IMAGES, NUM_REGIONS, REGION_DIM)).astype(np.float32)
+    tokens = rng.integers(4, DIMS['vocab_size'], size=(len(LENGTHS), MAX_LEN)).astype(np.int32)
+    tokens[np.arange(MAX_LEN)[None, :] >= LENGTHS[:, None]] = 0
+    return images, tokens, LENGTHS
+
+
+@pytest.fixture(scope='module')
+def initialised(data):
+    """The tiny model's own initial variables (one jitted init)."""
+    return jax.jit(lambda: MODEL.init(jax.random.key(3), *data, train=False))()
+
+
+@pytest.fixture(scope='module')
+def full(initialised):
+    variables, gru = with_random_bn_and_gru(MODEL, initialised, 0)
+    return MODEL, variables, gru
+
+
+MODEL = hslm.HSLM(dropout_rate=0.0, **DIMS)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def test_relation_block_train_and_eval(full):
+    model, variables, _ = full
+    p = variables['params']['image_encoder']['relation_0']
+    s = variables['batch_stats']['image_encoder']['relation_0']
+    x = np.random.default_rng(1).normal(size=(3, NUM_REGIONS, 16)).astype(np.float32)
+    block = hslm.RelationBlock(16, 2, 8)
+    y, new = block.apply({'params': p, 'batch_stats': s}, x, True, mutable=['batch_stats'])
+    bn = BN(p['bn'], s['bn'])
+    want = relation_block(t(x), p, bn, True, heads=2)
+    np.testing.assert_allclose(np.asarray(y), want.numpy(), atol=ATOL)
+    # running variance uses the unbiased batch variance, as PyTorch does
+    np.testing.assert_allclose(np.asarray(new['batch_stats']['bn']['var']), bn.var.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(new['batch_stats']['bn']['mean']), bn.mean.numpy(), atol=1e-6)
+    y_eval = block.apply({'params': p, 'batch_stats': s}, x, False)
+    np.testing.assert_allclose(np.asarray(y_eval), relation_block(t(x), p, BN(p['bn'], s['bn']),
+                                                                  False, 2).numpy(), atol=ATOL)
+    # a freshly initialised block is the identity (BN scale = bias = 0)
+    fresh = block.init(jax.random.key(0), x, False)
+    np.testing.assert_array_equal(np.asarray(block.apply(fresh, x, True, mutable=['batch_stats'])[0]), x)
+
+
+def test_text_attention_masked_and_reference(full, data):
+    _, variables, _ = full
+    p = variables['params']['text_encoder']['text_attn_0']
+    x = np.random.default_rng(2).normal(size=(len(LENGTHS), MAX_LEN, 8)).astype(np.float32)
+    mask = hslm.word_mask(jnp.asarray(LENGTHS), MAX_LEN)
+    masked = np.asarray(hslm.TextAttention(8, 'masked').apply({'params': p}, x, mask))
+    for b, n in enumerate(LENGTHS):
+        np.testing.assert_allclose(masked[b, :n], text_attention(t(x[b, :n]), p).numpy(), atol=ATOL)
+    reference = np.asarray(hslm.TextAttention(8, 'reference').apply({'params': p}, x, mask))
+    for b in range(len(LENGTHS)):       # every padded position is a key; M = padded length
+        np.testing.assert_allclose(reference[b], text_attention(t(x[b]), p).numpy(), atol=ATOL)
+    assert not np.allclose(reference[1, :LENGTHS[1]], masked[1, :LENGTHS[1]], atol=1e-3)
+
+
+def test_text_encoder_padded_batch_equals_each_caption_alone(full, data):
+    """Embedding, two text blocks and the BiGRU on a padded batch vs the torch peer run on
+    each caption cut to its length (no packing, no sorting)."""
+    model, variables, gru = full
+    _, tokens, lengths = data
+    words = np.asarray(run(model, variables, tokens, lengths, train=False,
+                           method=hslm.HSLM.encode_captions))
+    want = text_encoder(tokens, lengths, variables['params']['text_encoder'], gru)
+    for b, n in enumerate(lengths):
+        np.testing.assert_allclose(words[b, :n], want[b].numpy(), atol=ATOL)
+    assert np.all(np.isfinite(words))
+
+
+def test_t2i_attention_similarity_vectors_and_chunks():
+    rng = np.random.default_rng(3)
+    regions = scan_attention.l2norm(jnp.asarray(rng.normal(size=(2, NUM_REGIONS, 16)), jnp.float32))
+    words = scan_attention.l2norm(jnp.asarray(rng.normal(size=(4, MAX_LEN, 16)), jnp.float32))
+    mask = hslm.word_mask(jnp.asarray(LENGTHS), MAX_LEN)
+    kernel = jnp.asarray(rng.normal(size=(16, 8)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(8,)), jnp.float32)
+    attended = np.asarray(jax.jit(scan_attention.pairwise_t2i_attention)(regions, words, mask))
+
+    def weighted_sum(r, w, k, b, chunk):
+        v = scan_attention.local_similarity_vectors(r, w, mask, k, b, caption_chunk=chunk)
+        return jnp.sum(v * jnp.sin(jnp.arange(v.size).reshape(v.shape))), v
+
+    grads = {}
+    for chunk in (0, 3):      # 3 does not divide the 4 captions: a padded last chunk
+        (_, vectors), grads[chunk] = jax.jit(jax.value_and_grad(
+            weighted_sum, argnums=(0, 1, 2, 3), has_aux=True), static_argnums=4)(
+            regions, words, kernel, bias, chunk)
+        for i in range(2):
+            for j, n in enumerate(LENGTHS):
+                r, w = t(regions[i]), t(words[j, :n])
+                c = t2i(r, w)
+                np.testing.assert_allclose(attended[i, j, :n], c.numpy(), atol=ATOL)
+                np.testing.assert_allclose(np.asarray(vectors[i, j, :n]),
+                                           sim_vector(c, w, kernel, bias).numpy(), atol=ATOL)
+    for a, b in zip(grads[0], grads[3]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+    assert np.all(np.isfinite(attended))
+
+
+# ----------------------------------------------------------------------------- full scores
+
+def test_scores_train_mode_match_peer_and_update_stats(full, data):
+    """Train mode, dropout off: BN batch statistics everywhere (SAF: all pairs x real tokens);
+    caption chunks give the same scores and statistics."""
+    model, variables, gru = full
+    scores, new = run(model, variables, *data, train=True, mutable=True)
+    want, bns = torch_scores(variables, *data, gru, training=True)
+    np.testing.assert_allclose(np.asarray(scores), want.numpy(), atol=ATOL)
+    stats = new['batch_stats']
+    np.testing.assert_allclose(np.asarray(stats['head']['saf_bn']['var']), bns['saf'].var.numpy(),
+                               rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(stats['head']['saf_bn']['mean']),
+                               bns['saf'].mean.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(stats['head']['visual_pool']['bn_local']['mean']),
+                               bns['bn_local'].mean.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(stats['image_encoder']['relation_1']['bn']['var']),
+                               bns['relation_1'].var.numpy(), rtol=1e-4)
+    chunked = hslm.HSLM(dropout_rate=0.0, caption_chunk=3, **DIMS)
+    chunk_scores, chunk_new = run(chunked, variables, *data, train=True, mutable=True)
+    np.testing.assert_allclose(np.asarray(chunk_scores), np.asarray(scores), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(chunk_new['batch_stats']['head']['saf_bn']['var']),
+                               np.asarray(stats['head']['saf_bn']['var']), rtol=1e-5)
+
+
+def test_scores_eval_mode_and_api(full, data):
+    model, variables, gru = full
+    images, tokens, lengths = data
+    scores = np.asarray(run(model, variables, *data, train=False))
+    want, _ = torch_scores(variables, *data, gru, training=False)
+    np.testing.assert_allclose(scores, want.numpy(), atol=ATOL)
+    assert scores.shape == (NUM_IMAGES, len(LENGTHS)) and np.all((scores > 0) & (scores < 1))
+    regions = run(model, variables, images, train=False, method=hslm.HSLM.encode_images)
+    words = run(model, variables, tokens, lengths, train=False, method=hslm.HSLM.encode_captions)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(regions), axis=-1), 1.0, atol=1e-5)
+    split = run(model, variables, regions, words, lengths, train=False, method=hslm.HSLM.similarity)
+    np.testing.assert_allclose(np.asarray(split), scores, atol=1e-6)
+
+
+def test_padding_never_changes_a_score(full, data):
+    """Eval mode: more padding, other ids in the padding and different batch-mates leave a
+    caption's score as it is; the reference form's scores do move."""
+    model, variables, _ = full
+    images, tokens, lengths = data
+    base = np.asarray(run(model, variables, *data, train=False))
+    garbage = np.where(np.arange(MAX_LEN)[None] < lengths[:, None], tokens, 9).astype(np.int32)
+    longer = np.full((len(lengths), MAX_LEN + 5), 7, np.int32)
+    longer[:, :MAX_LEN] = garbage
+    padded = np.asarray(run(model, variables, images, longer, lengths, train=False))
+    np.testing.assert_allclose(padded, base, atol=1e-6)
+    others = np.asarray(run(model, variables, images, garbage[::-1].copy(), lengths[::-1].copy(),
+                            train=False))
+    np.testing.assert_allclose(others[:, ::-1], base, atol=1e-6)
+    reference = hslm.HSLM(dropout_rate=0.0, text_attn_padding='reference', **DIMS)
+    ref_base = np.asarray(run(reference, variables, *data, train=False))
+    ref_garbage = np.asarray(run(reference, variables, images, garbage, lengths, train=False))
+    assert not np.allclose(ref_garbage[:, :3], ref_base[:, :3], atol=1e-5)
+    np.testing.assert_allclose(ref_garbage[:, 0], ref_base[:, 0], atol=1e-6)   # no padding there
+
+
+@pytest.mark.parametrize('switches', [
+    dict(num_relation_blocks=0, num_text_blocks=0, use_global=False),
+    dict(use_local=False)], ids=['no-blocks-local-only', 'global-only'])
+def test_ablation_switches_match_peer(data, switches):
+    dims = {**DIMS, **switches}
+    model = hslm.HSLM(dropout_rate=0.0, **dims)
+    variables, gru = random_variables(model, 5, data)
+    scores = np.asarray(run(model, variables, *data, train=False))
+    want, _ = torch_scores(variables, *data, gru, training=False,
+                           use_local=dims.get('use_local', True),
+                           use_global=dims.get('use_global', True))
+    np.testing.assert_allclose(scores, want.numpy(), atol=ATOL)
+
+
+def test_bad_switches_and_full_size_parameter_count():
+    images, tokens, lengths = jnp.zeros((2, 36, 2048)), jnp.zeros((2, 12), jnp.int32), jnp.array([12, 5])
+    for bad in (dict(use_local=False, use_global=False), dict(text_attn_padding='unmasked')):
+        with pytest.raises(ValueError):
+            jax.eval_shape(lambda: hslm.HSLM(vocab_size=40, **bad).init(
+                jax.random.key(0), images[:, :2, :4], tokens, lengths, train=False))
+
+    def count(vocab):
+        shapes = jax.eval_shape(lambda: hslm.HSLM(vocab_size=vocab).init(
+            jax.random.key(0), images, tokens, lengths, train=False))
+        return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes['params']))
+    # spec: 43.8 M (F30K vocab 8,481) / 44.7 M (COCO 11,353); flax's GRU cell has 2 x 2,048
+    # fewer biases than PyTorch's (b_hr, b_hz are folded)
+    assert count(8481) == 43_795_402
+    assert count(11353) == 44_657_002
+
+
+def test_initialisers(initialised):
+    p = initialised['params']
+    emb = np.asarray(p['text_encoder']['embed']['embedding'])
+    assert np.abs(emb).max() <= 0.1 and np.abs(emb).max() > 0.05
+    gru = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(p['text_encoder']['gru_forward'])])
+    assert np.abs(gru).max() <= 1 / np.sqrt(16) + 1e-7 and np.abs(gru).max() > 0.2
+    assert np.all(np.asarray(p['image_encoder']['fc']['bias']) == 0)
+    assert np.all(np.asarray(p['text_encoder']['text_attn_0']['key']['bias']) == 0)
+    assert np.all(np.asarray(p['image_encoder']['relation_0']['bn']['scale']) == 0)
+    theta_bias = np.asarray(p['image_encoder']['relation_0']['theta']['bias'])
+    assert np.abs(theta_bias).max() <= 1 / 4 + 1e-7 and np.any(theta_bias != 0)
+    xavier = np.sqrt(6 / (16 + 8))
+    local = np.asarray(p['head']['local_sim_kernel'])
+    assert np.abs(local).max() <= xavier and np.abs(local).max() > 0.5 * xavier
