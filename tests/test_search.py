@@ -125,6 +125,7 @@ def test_raw_file_preprocessing_equals_prepared_path(config, demo_raw_dir, modal
 
 def test_search_builds_default_index_and_finds_the_query_first(config, workdir, demo_raw_dir,
                                                                capsys):
+    from dcinet_jax import gallery
     from input_pipeline import items, lists
     entries = {m: lists.read_list(demo_raw_dir, m, 'test', num_classes=4)[k]
                for m, k in (('image', 9), ('audio', 14), ('text', 20))}
@@ -143,8 +144,16 @@ def test_search_builds_default_index_and_finds_the_query_first(config, workdir, 
         assert top['path'] == str(path) and top['score'] == pytest.approx(1.0, abs=1e-5)
         assert top['label'] == entries[m].label and top['class'] == names[top['label']]
         assert [r['rank'] for r in q['results']] == [1, 2, 3]
-        scores = [r['score'] for r in q['results']]
-        assert scores == sorted(scores, reverse=True)
+        # independent ranking: the query's feature is its gallery row; cosine by the
+        # formula over the stacked gallery, descending, ties by gallery position
+        g = gallery.Gallery.load(Path(workdir) / 'index' / 'test')
+        ids = [i for p in g.modalities.values() for i in p.ids]
+        feats = np.concatenate([p.features for p in g.modalities.values()]).astype(np.float64)
+        me = feats[ids.index(top['id'])]
+        ref = feats @ me / (np.linalg.norm(feats, axis=1) * np.linalg.norm(me))
+        order = np.argsort(-ref, kind='stable')[:3]
+        assert [r['id'] for r in q['results']] == [ids[j] for j in order]
+        np.testing.assert_allclose([r['score'] for r in q['results']], ref[order], atol=1e-6)
     # the table form, against the index now on disk, restricted to one modality
     err, out = _cli('search', '--workdir', str(workdir), '--step', '0', '--top_k', '2',
                     '--modality', 'text', '--query', str(queries['text']), *_overrides(config))
