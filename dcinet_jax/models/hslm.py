@@ -92,9 +92,12 @@ class TextEncoder(nn.Module):
             return nn.GRUCell(self.embed_dim, kernel_init=u, recurrent_kernel_init=u,
                               bias_init=u, name=name)
 
-        forward = nn.RNN(gru('gru_forward'))(x, seq_lengths=lengths)
+        # Zero initial states made from the inputs: inside the sharded train step they
+        # then carry the inputs' per-device type, which lax.scan requires of its carry.
+        h0 = jnp.broadcast_to(jnp.zeros_like(x[:, 0, :1]), (x.shape[0], self.embed_dim))
+        forward = nn.RNN(gru('gru_forward'))(x, initial_carry=h0, seq_lengths=lengths)
         backward = nn.RNN(gru('gru_backward'), reverse=True, keep_order=True)(
-            x, seq_lengths=lengths)
+            x, initial_carry=h0, seq_lengths=lengths)
         return l2norm((forward + backward) / 2.0)
 
 
