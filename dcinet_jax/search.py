@@ -90,6 +90,12 @@ def search(config: Any, workdir: str, queries: Sequence[str], *, top_k: int = 10
         raise ValueError('give at least one --query FILE')
     if top_k < 1:
         raise ValueError(f'--top_k={top_k}: must be >= 1')
+    from input_pipeline import raw_query
+    for q in queries:   # before the (slow) restore: a mistyped path fails at once
+        if not Path(q).is_file():
+            raise FileNotFoundError(f'--query {q}: no such file')
+        if query_modality is None:
+            raw_query.modality_of(q)
     restored = search_index.restore(config, workdir, step)
     g = load_index(config, workdir, index, restored)
     if modality != ALL and modality not in g.modalities:
