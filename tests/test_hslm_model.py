@@ -441,3 +441,41 @@ def test_initialisers(initialised):
     xavier = np.sqrt(6 / (16 + 8))
     local = np.asarray(p['head']['local_sim_kernel'])
     assert np.abs(local).max() <= xavier and np.abs(local).max() > 0.5 * xavier
+
+
+def test_masked_batchnorm_sums_statistics_over_devices():
+    """With `axis_name`, two 'devices' (a named vmap axis) normalise and update running
+    statistics exactly as one device holding both halves (masked entries excluded)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 3, 5, 1)).astype(np.float32) * 2 + 1
+    mask = rng.uniform(size=(2, 3, 5)) < 0.6
+    x[~mask] = 1e3                                  # masked entries must not move anything
+    variables = {'params': {'scale': np.array([1.3], np.float32), 'bias': np.array([0.2], np.float32)},
+                 'batch_stats': {'mean': np.zeros(1, np.float32), 'var': np.ones(1, np.float32)}}
+    single, single_stats = hslm.MaskedBatchNorm().apply(
+        variables, x.reshape(6, 5, 1), mask.reshape(6, 5), True, mutable=['batch_stats'])
+    sharded, sharded_stats = jax.vmap(
+        lambda xs, ms: hslm.MaskedBatchNorm(axis_name='d').apply(
+            variables, xs, ms, True, mutable=['batch_stats']), axis_name='d')(x, mask)
+    np.testing.assert_allclose(np.asarray(sharded).reshape(6, 5, 1)[mask.reshape(6, 5)],
+                               np.asarray(single)[mask.reshape(6, 5)], atol=1e-5)
+    bn = BN(variables['params'], variables['batch_stats'])
+    want = bn(t(x[mask]), True)                     # torch over the selected entries only
+    np.testing.assert_allclose(np.asarray(single)[mask.reshape(6, 5)], want.numpy(), atol=1e-5)
+    for key in ('mean', 'var'):
+        np.testing.assert_allclose(np.asarray(sharded_stats['batch_stats'][key][0]),
+                                   getattr(bn, key).numpy(), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(single_stats['batch_stats'][key]),
+                                   getattr(bn, key).numpy(), rtol=1e-5)
+
+
+def test_build_reads_the_config():
+    from configs import hslm_test
+    config = hslm_test.get_config()
+    config.model.caption_chunk = 4
+    config.model.text_attn_padding = 'reference'
+    model = hslm.build(config, bn_axis_name='batch')
+    assert (model.vocab_size, model.embed_dim, model.word_dim, model.sim_dim) == (40, 16, 8, 8)
+    assert (model.relation_heads, model.relation_head_dim, model.caption_chunk) == (2, 8, 4)
+    assert model.text_attn_padding == 'reference' and model.bn_axis_name == 'batch'
+    assert model.dropout_rate == float(config.model.dropout_rate)
