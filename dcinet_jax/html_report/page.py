@@ -36,9 +36,11 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .note { color: #4a5468; font-size: 0.88em; max-width: 900px; }
 .query { display: flex; gap: 10px; align-items: flex-start; margin: 10px 0 18px;
   padding: 8px; background: #f6f7fb; border-radius: 6px; overflow-x: auto; }
-.item { flex: 0 0 auto; width: 132px; font-size: 0.75em; text-align: center; }
+.item { flex: 0 0 auto; width: 132px; font-size: 0.75em; text-align: center;
+  overflow-wrap: anywhere; }
 .item img { max-width: 128px; max-height: 112px; display: block; margin: 0 auto 3px; }
 .item .text { height: 108px; overflow: hidden; text-align: left; background: #fff;
+  overflow-wrap: anywhere;
   padding: 2px 4px; margin-bottom: 3px; font-size: 0.95em; border: 1px solid #e3e6ee; }
 .item.q { width: 150px; border: 3px solid #3867d6; border-radius: 4px; padding: 3px;
   background: #fff; }
@@ -194,10 +196,10 @@ def _task_section(c: PageContent, a: TaskAnalysis) -> str:
              f'<p class="facts">mAP <b>{a.mean_ap:.4f}</b> over {a.ap.size} queries, '
              f'gallery of {a.gallery_labels.size} items; P@{a.top_k} {a.precision_at_k:.3f}</p>']
     figure = c.figures.get(f'class_ap/{key}')
-    if figure:
-        parts.append('<div class="figs">' + _img(figure, f'per-class AP, {key}') + '</div>')
-    parts.append(f'<h3>Classes most often retrieved instead of the right one (top-{a.top_k})'
-                 '</h3>' + _confusion_table(c, a))
+    side = (f'<div><h3>Classes most often retrieved instead of the right one (top-{a.top_k})'
+            '</h3>' + _confusion_table(c, a) + '</div>')
+    parts.append('<div class="figs">' + (_img(figure, f'per-class AP, {key}') if figure else '')
+                 + side + '</div>')
     parts.append(f'<h3>Example queries and their top-{a.top_k}</h3>' + _examples_html(c, a))
     return '\n'.join(parts)
 
