@@ -4,14 +4,15 @@
 
 VARIANT: baseline (no interaction), cmsi, cmci, both (DCINet).
 CUT:     layer1 | layer2 | layer3 | layer4 (default layer4), the CCRN cut point.
-BASE:    paper (default, configs/dcinet_fgxmedia.py) or demo (configs/demo.py, for a
-         quick CPU run on the demo data).
+BASE:    paper (default, configs/dcinet_fgxmedia.py), demo (configs/demo.py, for a
+         quick CPU run on the demo data) or demo_hard (configs/demo_hard.py, the hard
+         demo data; docs/ablation_demo.md).
 
 Examples: `ablations.py:baseline` (Table 1, first row), `ablations.py:both-layer2`
 (Table 3), `ablations.py:cmci@demo`.
 """
 
-from configs import dcinet_fgxmedia, demo
+from configs import dcinet_fgxmedia, demo, demo_hard
 
 VARIANTS = {
     'baseline': (False, False),
@@ -20,7 +21,7 @@ VARIANTS = {
     'both': (True, True),
 }
 CUTS = ('layer1', 'layer2', 'layer3', 'layer4')
-BASES = {'paper': dcinet_fgxmedia, 'demo': demo}
+BASES = {'paper': dcinet_fgxmedia, 'demo': demo, 'demo_hard': demo_hard}
 
 
 def get_config(arg: str = 'both'):
