@@ -15,11 +15,11 @@ import numpy as np
 from flax import linen as nn
 
 from dcinet_jax.interaction.scan_attention import l2norm
-from dcinet_jax.models.resnet import (BatchNorm, torch_default_bias_init,
-                                      torch_default_kernel_init)
+from dcinet_jax.models.dsffn import torch_dense   # Dense initialised like torch.nn.Linear
+from dcinet_jax.models.resnet import BatchNorm
 
 __all__ = ['RelationBlock', 'TextAttention', 'VisualSelfAttention', 'TextSelfAttention',
-           'MaskedBatchNorm', 'xavier_dense', 'torch_dense', 'TEXT_ATTN_PADDINGS']
+           'MaskedBatchNorm', 'xavier_dense', 'gru_uniform', 'TEXT_ATTN_PADDINGS']
 
 Array = jax.Array
 TEXT_ATTN_PADDINGS = ('masked', 'reference')
@@ -30,12 +30,6 @@ def xavier_dense(features: int, name: str | None = None) -> nn.Dense:
     """Dense with a Xavier-uniform kernel and a zero bias (the reference's `init_weights`)."""
     return nn.Dense(features, kernel_init=nn.initializers.xavier_uniform(),
                     bias_init=nn.initializers.zeros, name=name)
-
-
-def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense:
-    """Dense initialised like torch.nn.Linear: kernel and bias U(+-1/sqrt(fan_in))."""
-    return nn.Dense(features, kernel_init=torch_default_kernel_init,
-                    bias_init=torch_default_bias_init(fan_in), name=name)
 
 
 class RelationBlock(nn.Module):
