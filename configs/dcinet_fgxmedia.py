@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.zero_init_last_bn = False
     m.text_embed_dim = 16
     m.text_hidden = 0           # 0: text_length // 2 (224 at 448)
+    m.text_norm = 'none'        # 'batch': BatchNorm on the text image (ours; docs/fgcrossnet.md)
     m.bn_sync = True            # BatchNorm statistics averaged across devices
     m.pretrained = ''           # PyTorch .pth/.safetensors for the backbone (torchvision or timm key names)
 

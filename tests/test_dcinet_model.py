@@ -214,3 +214,31 @@ def test_bfloat16_compute(test_config, tiny):
     scale = np.abs(r).max()
     assert np.abs(o - r).max() <= 0.1 * scale, (np.abs(o - r).max(), scale)
     assert np.corrcoef(o.ravel(), r.ravel())[0, 1] > 0.99
+
+
+def test_text_norm_batch_standardises_the_text_image(test_config):
+    """model.text_norm='batch': the text image is standardised per channel over the text
+    batch in train mode (numpy reference on the same text net), and the running
+    statistics move from their init by (1 - momentum) x the batch statistics."""
+    c = test_config.copy_and_resolve_references()
+    c.data.modalities = ('text',)
+    plain = build_model(c)
+    c.model.text_norm = 'batch'
+    normed = build_model(c)
+    ids = batch(c, b=3)['text']
+    v = init_variables(normed, jax.random.key(1), c)
+    to_image = lambda m, x, train: m._to_image('text', x, train)  # noqa: E731
+    raw = np.asarray(plain.apply({'params': {'text_net': v['params']['text_net']}}, ids, False,
+                                 method=to_image), np.float64)
+    out, mutated = normed.apply(v, ids, True, method=to_image, mutable=['batch_stats'])
+    mean, var = raw.mean(axis=(0, 1, 2)), raw.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(np.asarray(out), (raw - mean) / np.sqrt(var + 1e-5), atol=1e-4)
+    stats = mutated['batch_stats']['text_bn']
+    np.testing.assert_allclose(stats['mean'], 0.1 * mean, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(stats['var'], 0.9 + 0.1 * var, rtol=1e-4)
+    # Eval mode uses the running statistics (here the initial ones: mean 0, var 1).
+    np.testing.assert_allclose(np.asarray(normed.apply(v, ids, False, method=to_image)),
+                               raw / np.sqrt(1 + 1e-5), atol=1e-5)
+    c.model.text_norm = 'layer'
+    with pytest.raises(ValueError, match='text_norm'):
+        init_variables(build_model(c), jax.random.key(0), c)

@@ -27,6 +27,7 @@ from input_pipeline.spec import VOCAB_SIZES
 Array = jax.Array
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+TEXT_NORMS = ('none', 'batch')
 
 
 class DCINet(nn.Module):
@@ -53,6 +54,7 @@ class DCINet(nn.Module):
     text_vocab_size: int = VOCAB_SIZES['lower_space']
     text_embed_dim: int = 16
     text_hidden: int = 0
+    text_norm: str = 'none'     # 'none' (paper, code) | 'batch': BatchNorm on the text image
     bn_axis_name: str | None = None
     arch: str = 'resnet'
     arch_kwargs: tuple = ()
@@ -71,11 +73,27 @@ class DCINet(nn.Module):
             self.text_net = TextNet(vocab_size=self.text_vocab_size, length=self.text_length,
                                     embed_dim=self.text_embed_dim, hidden=self.text_hidden,
                                     dtype=self.dtype)
+            if self.text_norm not in TEXT_NORMS:
+                raise ValueError(f'config.model.text_norm={self.text_norm!r}: expected one of '
+                                 f'{TEXT_NORMS}')
+            if self.text_norm == 'batch':
+                self.text_bn = nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                                            param_dtype=jnp.float32,
+                                            axis_name=self.bn_axis_name)
 
-    def _to_image(self, name: str, x: Array) -> Array:
-        """One modality's batch -> normalised NHWC batch in the compute dtype."""
+    def _to_image(self, name: str, x: Array, train: bool = False) -> Array:
+        """One modality's batch -> normalised NHWC batch in the compute dtype.
+
+        The text image can be standardised by its own BatchNorm (`text_norm='batch'`,
+        docs/fgcrossnet.md#text-scale): the text net's output is an order of magnitude
+        smaller than a normalised photo and nearly the same for every text, so in a batch
+        shared with images the backbone's first BatchNorm scales the differences between
+        texts down to almost nothing and the text branch may never start learning."""
         if name == 'text':
-            return self.text_net(x).astype(self.dtype)
+            x = self.text_net(x).astype(self.dtype)
+            if self.text_norm == 'batch':
+                x = self.text_bn(x, use_running_average=not train)
+            return x
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"DCINet input {name!r} must be [b, H, W, 3], got shape {x.shape}")
         if x.dtype == jnp.uint8:
@@ -97,7 +115,7 @@ class DCINet(nn.Module):
             raise ValueError('DCINet got no inputs')
         images, ids = [], []
         for m in present:
-            img = self._to_image(m, inputs[m])
+            img = self._to_image(m, inputs[m], train)
             images.append(img)
             ids.append(jnp.full((img.shape[0],), self.modalities.index(m), jnp.int32))
         shapes = {m: img.shape[1:] for m, img in zip(present, images)}
@@ -151,6 +169,7 @@ def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
         text_vocab_size=VOCAB_SIZES.get(dc.alphabet, 1),
         text_embed_dim=int(mc.text_embed_dim),
         text_hidden=int(mc.text_hidden),
+        text_norm=str(mc.get('text_norm', 'none')),
         bn_axis_name=bn_axis_name,
     )
     if fam == 'resnet':
