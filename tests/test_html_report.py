@@ -215,6 +215,29 @@ def test_page_parses_and_every_image_exists(synthetic_report):
     assert text.count('class="item q"') == 16 * 3
 
 
+def test_rebuild_replaces_only_the_reports_own_folders(tmp_path):
+    feats = _features(5, {'image': 4, 'audio': 4}, 2)
+    items = {m: [SimpleNamespace(id=f'{m}/{i}', label=int(c), index=i, payload=_jpeg((9, 9, 9)))
+                 for i, c in enumerate(f[1])] for m, f in feats.items()}
+    kwargs = dict(features=feats, ids={m: [it.id for it in v] for m, v in items.items()},
+                  read_items=items.__getitem__, class_names=['a', 'b'], num_classes=2,
+                  results=fgxmedia.evaluate_features(feats), results_source='', step=1,
+                  top_k=2, num_queries=1)
+    (tmp_path / 'figures').mkdir()
+    (tmp_path / 'figures' / 'mine.txt').write_text('kept')   # not a report folder yet
+    write_report(tmp_path, **kwargs)
+    assert (tmp_path / 'figures' / 'mine.txt').read_text() == 'kept'
+    (tmp_path / 'thumbs' / 'stale.jpg').write_bytes(b'old')
+    (tmp_path / 'notes.txt').write_text('kept')
+    index = write_report(tmp_path, **kwargs)                 # now it is one of ours
+    assert not (tmp_path / 'thumbs' / 'stale.jpg').exists()
+    assert not (tmp_path / 'figures' / 'mine.txt').exists()
+    assert (tmp_path / 'notes.txt').read_text() == 'kept'
+    tags = _Tags()
+    tags.feed(index.read_text(encoding='utf-8'))
+    assert tags.images and all((tmp_path / s).is_file() for s in tags.images)
+
+
 def test_thumbnails_video_strip_and_text_snippet(tmp_path):
     frames = [_jpeg((i * 40, 0, 0), (160, 120)) for i in range(6)]
     thumb = thumbnails.make_thumbnail('video', frames, tmp_path / 't', 'v', tmp_path)
@@ -267,6 +290,7 @@ def _random_checkpoint(config, workdir):
     ckpt.close()
 
 
+@pytest.mark.slow
 def test_cli_report_on_a_checkpoint_renders(test_config, demo_prepared_dir, tmp_path, capsys):
     from dcinet_jax import cli
     c = test_config.copy_and_resolve_references()
