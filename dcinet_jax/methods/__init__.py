@@ -54,7 +54,7 @@ from typing import Any
 REQUIRED = ('build_model', 'init_variables', 'loss_fn', 'optimizer', 'batch_rule',
             'examples_per_step', 'steps_per_epoch', 'train_batches', 'synthetic_batch',
             'eval_outputs', 'DEFAULT_EVALUATOR')
-BUILTIN = ('dcinet', 'dsffn', 'fgcrossnet')
+BUILTIN = ('dcinet', 'dsffn', 'fgcrossnet', 'hslm')
 
 _registry: dict[str, Any] = {}
 
