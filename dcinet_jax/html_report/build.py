@@ -26,10 +26,9 @@ import numpy as np
 
 from dcinet_jax.html_report import analysis, page, plots, thumbnails
 
-__all__ = ['CONFUSION_CLASSES', 'GENERATOR', 'build_report', 'find_results', 'write_report']
+__all__ = ['CONFUSION_CLASSES', 'build_report', 'find_results', 'write_report']
 
 CONFUSION_CLASSES = 20      # classes shown in the overall confusion heatmap at most
-GENERATOR = 'dcinet report'  # marks a folder as one of ours (its subfolders may be replaced)
 _FGXMEDIA = 'fgxmedia'
 
 
@@ -121,17 +120,14 @@ def write_report(out: Path, *, features: Mapping[str, tuple[np.ndarray, np.ndarr
         results_maps={a.spec.key: maps.get(a.spec.key) for a in analyses},
         confusion_classes=confusion_classes if len(confusion_classes) < num_classes else ())
     index = out / 'index.html'
-    index.write_text(page.render_page(content).replace(
-        '<meta charset="utf-8">',
-        f'<meta charset="utf-8"><meta name="generator" content="{GENERATOR}">', 1),
-        encoding='utf-8')
+    index.write_text(page.render_page(content), encoding='utf-8')
     return index
 
 
 def _clear_previous(out: Path) -> None:
     """Remove figures/ and thumbs/ of an earlier report in `out` (never anything else)."""
     index = out / 'index.html'
-    if index.is_file() and f'content="{GENERATOR}"' in index.read_text(errors='replace'):
+    if index.is_file() and f'content="{page.GENERATOR}"' in index.read_text(errors='replace'):
         for sub in ('figures', 'thumbs'):
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,10 @@ import numpy as np
 from dcinet_jax.html_report.analysis import TaskAnalysis
 from dcinet_jax.html_report.thumbnails import Thumbnail
 
-__all__ = ['PageContent', 'markdown_tables_to_html', 'render_page', 'top_confusions']
+__all__ = ['GENERATOR', 'PageContent', 'markdown_tables_to_html', 'render_page', 'top_confusions']
 
 TOP_CONFUSIONS = 8  # confusion pairs listed per task
+GENERATOR = 'dcinet report'  # <meta name=generator>: marks a folder as holding a report
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 0 auto;
@@ -234,5 +235,6 @@ def render_page(c: PageContent) -> str:
     ]
     body += [_task_section(c, a) for a in c.analyses]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="generator" content="{GENERATOR}">'
             f'<title>{_e(c.title)}</title><style>{_STYLE}</style></head><body>\n'
             + '\n'.join(body) + '\n</body></html>\n')
