@@ -132,7 +132,8 @@ def sweep_main(*, root: str, config: str | None = None, variants: str | None = N
                 run_lib.INTERRUPTED: exit_codes.INTERRUPTED}.get(status['status'],
                                                                  exit_codes.ERROR)
     runs = plan['runs']
-    _print(f'{len(runs)} runs ({len(plan["variants"])} variants x {len(plan["seeds"])} seeds) '
+    nv, ns = len(plan['variants']), len(plan['seeds'])
+    _print(f'{len(runs)} runs ({nv} variant{"s" * (nv != 1)} x {ns} seed{"s" * (ns != 1)}) '
            f'under {root}, launcher {launcher}')
     t0 = time.time()
     if launcher == 'slurm':
