@@ -259,3 +259,13 @@ def test_sigterm_to_the_sweep_saves_the_run_and_the_rerun_resumes_it(config_file
     log = (root / 'b' / 'seed0' / 'run.log').read_text()
     assert log.count('=== dcinet train') == 2 and 'resuming from step' in log
     assert json.loads((root / 'b' / 'seed0' / 'eval' / 'results.json').read_text())['step'] == 8
+
+
+def test_a_bad_variant_or_override_stops_the_sweep_before_anything_runs(config_file, tmp_path):
+    with pytest.raises(SweepError, match=r":zz: KeyError: 'zz'"):
+        sweep_main(root=str(tmp_path / 'r1'), config=str(config_file), variants='a,zz')
+    with pytest.raises(SweepError, match=r"no such config field 'learning_rat' "
+                                         r'\(did you mean learning_rate\?\)'):
+        sweep_main(root=str(tmp_path / 'r2'), config=f'{config_file}:a',
+                   overrides=['--config.optim.learning_rat=1'])
+    assert not (tmp_path / 'r1').exists() and not (tmp_path / 'r2').exists()

@@ -15,6 +15,7 @@ interrupted or failed one is run again (training resumes from its checkpoints).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -40,21 +41,39 @@ def _evaluator(name: str | None):
         return None
 
 
-def _evaluator_name(config_spec: str, overrides: list[str]) -> str | None:
-    """The evaluator of the plan's first run (also checks that the config loads and
-    every override names a field: a typo fails here, before any run starts)."""
+def _check_configs(plan: dict) -> str | None:
+    """Loads every variant's config with the overrides, so that a bad variant or an
+    override naming no field stops the sweep before any run starts; returns the
+    evaluator of the first run (the results tables use it)."""
     from absl import flags
     from ml_collections import config_flags
     from dcinet_jax import methods
-    argv = ['dcinet sweep', '--config', config_spec, *overrides]
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file('config', None, flag_values=fv, sys_argv=argv)
-    try:
+    def load(spec, overrides):
+        argv = ['dcinet sweep', '--config', spec, *overrides]
+        fv = flags.FlagValues()
+        config_flags.DEFINE_config_file('config', None, flag_values=fv, sys_argv=argv)
         fv(argv)
-    except (flags.Error, AttributeError, KeyError) as e:
-        raise SweepError(f'--config {config_spec} with {overrides}: {e}') from None
-    config = fv.config
-    return methods.evaluator_name(methods.from_config(config), config)
+        return fv.config
+
+    first = None
+    for spec in dict.fromkeys(r['config'] for r in plan['runs']):
+        try:  # the config file alone, then with the overrides
+            load(spec, [])
+        except Exception as e:  # noqa: BLE001 - any error of the user's config file
+            lines = [ln for ln in str(e).splitlines() if ln.strip()] or [repr(e)]
+            last = lines[-1].strip()
+            raise SweepError(f'--config {spec}: '
+                             + (last if ':' in last else f'{type(e).__name__}: {last}')) from None
+        try:
+            config = load(spec, plan['overrides'])
+        except (flags.Error, AttributeError, KeyError) as e:  # an override names no field
+            name = re.search(r"([A-Za-z_][\w.]*)", str(e))
+            hint = re.search(r'Did you mean "([\w.]+)"', str(e))
+            raise SweepError(f'--config {spec} {" ".join(plan["overrides"])}: no such config '
+                             f'field {name.group(1) if name else str(e)!r}'
+                             + (f' (did you mean {hint.group(1)}?)' if hint else '')) from None
+        first = first or config
+    return methods.evaluator_name(methods.from_config(first), first)
 
 
 def _print(line: str) -> None:
@@ -118,8 +137,7 @@ def sweep_main(*, root: str, config: str | None = None, variants: str | None = N
     else:
         plan = plan_lib.make_plan(config, plan_lib.parse_list(variants, 'variants'),
                                   plan_lib.parse_seeds(seeds or '0'), list(overrides))
-        first = plan['runs'][0]
-        plan['evaluator'] = _evaluator_name(first['config'], list(overrides))
+        plan['evaluator'] = _check_configs(plan)
         root.mkdir(parents=True, exist_ok=True)
         plan_lib.write_plan(root, plan)
     if report_only:
