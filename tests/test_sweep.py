@@ -86,6 +86,16 @@ def test_slurm_launcher_writes_the_plan_and_prints_the_array_command(config_file
     plan = plan_lib.read_plan(tmp_path / 'root')
     assert len(plan['runs']) == 6 and plan['evaluator'] == 'accuracy'
     assert not (tmp_path / 'root' / 'a').exists()  # nothing ran here
+    # With sbatch on the PATH the array is submitted: one task per plan entry.
+    fake = tmp_path / 'sbatch'
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\necho 4242\n')
+    fake.chmod(0o755)
+    assert sweep_main(root=str(tmp_path / 'root'), launcher='slurm', task=None,
+                      config=f'{config_file}:a', variants='a,b', seeds='0,1,2') == 0
+    assert (tmp_path / 'args').read_text().split() == [
+        '--parsable', '--array=0-5', str(REPO / 'launch' / 'sweep_array.sbatch'),
+        str(tmp_path / 'root')]
+    assert 'afterany:4242' in capsys.readouterr().out
 
 
 def test_gpu_pool_never_shares_a_gpu_and_runs_everything():

@@ -157,8 +157,12 @@ def sweep_main(*, root: str, config: str | None = None, variants: str | None = N
     if launcher == 'slurm':
         commands = run_lib.slurm_commands(root, len(runs), ARRAY_SCRIPT)
         if shutil.which('sbatch'):
-            out = subprocess.run(commands[0].split() + ['--parsable'], capture_output=True,
-                                 text=True, check=True).stdout.strip()
+            argv = ['sbatch', '--parsable', f'--array=0-{len(runs) - 1}', str(ARRAY_SCRIPT),
+                    str(root)]
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode:
+                raise SweepError(f'{" ".join(argv)} failed: {done.stderr.strip()}')
+            out = done.stdout.strip()
             _print(f'submitted array job {out}; when it is done: '
                    + commands[1].replace('<ARRAY_JOB_ID>', out.split(';')[0]))
         else:
