@@ -279,3 +279,36 @@ def test_a_bad_variant_or_override_stops_the_sweep_before_anything_runs(config_f
         sweep_main(root=str(tmp_path / 'r2'), config=f'{config_file}:a',
                    overrides=['--config.optim.learning_rat=1'])
     assert not (tmp_path / 'r1').exists() and not (tmp_path / 'r2').exists()
+
+
+class _ScriptedChildren(run_lib.Children):
+    """Plays back commands instead of starting processes: train prints its summary but
+    leaves no results (as if its evaluation were lost), eval writes them."""
+
+    def __init__(self, write_results_on_eval=True):
+        super().__init__()
+        self.calls, self.write = [], write_results_on_eval
+
+    def run(self, argv, log, env):
+        self.calls.append(argv[0] if argv[0] == 'train' else ' '.join(argv[:1] + argv[5:6]))
+        with open(log, 'a') as f:
+            f.write('{"step": 6, "total_steps": 6}\n' if argv[0] == 'train' else 'evaluated\n')
+        if argv[0] == 'eval' and self.write:
+            (log.parent / 'eval').mkdir(exist_ok=True)
+            (log.parent / 'eval' / 'results.json').write_text('{"step": 6, "accuracy": 0.5}')
+        return 0
+
+
+def test_missing_final_results_are_evaluated_and_still_missing_is_a_failure(tmp_path):
+    entry = plan_lib.make_plan(str(REPO / 'configs' / 'demo.py'), [], [0], [])['runs'][0]
+    children = _ScriptedChildren()
+    status = run_lib.run_one(tmp_path, entry, children)
+    assert children.calls == ['train', 'eval --step=6']
+    assert status['status'] == 'finished' and status['step'] == 6
+    assert run_lib.is_finished(tmp_path / entry['workdir'])
+    assert run_lib.run_one(tmp_path, entry, children)['skipped'] and len(children.calls) == 2
+
+    children = _ScriptedChildren(write_results_on_eval=False)
+    status = run_lib.run_one(tmp_path / 'other', entry, children)
+    assert status['status'] == 'failed' and status['exit_code'] == 1
+    assert status['last_line'] == 'no results for the final step 6 after train and eval'

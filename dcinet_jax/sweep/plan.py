@@ -134,6 +134,7 @@ def train_argv(entry: dict, workdir: Path) -> list[str]:
             '--progress=false', *entry['overrides']]
 
 
-def eval_argv(entry: dict, workdir: Path) -> list[str]:
-    return ['eval', '--config', entry['config'], '--workdir', str(workdir),
+def eval_argv(entry: dict, workdir: Path, step: int) -> list[str]:
+    """`dcinet eval` arguments of one run's checkpoint `step`."""
+    return ['eval', '--config', entry['config'], '--workdir', str(workdir), f'--step={step}',
             *entry['overrides']]

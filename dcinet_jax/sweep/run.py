@@ -143,8 +143,9 @@ def run_one(root: Path, entry: dict, children: Children, *, env: dict | None = N
     rc = children.run(train_argv(entry, workdir), log, env)
     summary = _train_summary(log, offset) if rc == exit_codes.OK else {}
     step = summary.get('step')
-    if rc == exit_codes.OK and (final_results(workdir) or {}).get('step') != step:
-        rc = children.run(eval_argv(entry, workdir), log, env)  # results missing: evaluate
+    if rc == exit_codes.OK and step is not None and (final_results(workdir) or {}).get(
+            'step') != step:  # train evaluates its final step; should that be missing:
+        rc = children.run(eval_argv(entry, workdir, step), log, env)
     results = final_results(workdir) or {}
     if rc == exit_codes.OK and (step is None or results.get('step') != step):
         rc, note = exit_codes.ERROR, f'no results for the final step {step} after train and eval'
