@@ -90,7 +90,8 @@ class Children:
     def __init__(self):
         self.procs: set[subprocess.Popen] = set()
         self.stopping: int | None = None
-        self._lock = threading.Lock()
+        # Reentrant: the handler runs in the main thread, possibly while it holds the lock.
+        self._lock = threading.RLock()
         self._previous = {}
 
     def __enter__(self):
@@ -106,7 +107,7 @@ class Children:
     def _handle(self, signum, frame):
         self.stopping = signum
         with self._lock:
-            for p in self.procs:
+            for p in list(self.procs):
                 if p.poll() is None:
                     p.send_signal(signal.SIGTERM)
 
@@ -118,6 +119,8 @@ class Children:
                 p = subprocess.Popen([sys.executable, '-m', 'dcinet_jax', *argv],
                                      stdout=out, stderr=subprocess.STDOUT, env=env)
                 self.procs.add(p)
+                if self.stopping:  # the signal came while this run was starting
+                    p.send_signal(signal.SIGTERM)
             try:
                 return p.wait()
             finally:
