@@ -32,6 +32,8 @@ def get_config():
     c.model.relation_head_dim = 32
     c.model.dropout_rate = 0.1
     c.optim.learning_rate = 1e-3
+    c.loss.negatives = 'all'         # the hardest negative collapses every score to one value
+                                     # on this data (docs/hslm.md#negatives)
     c.optim.decay_epoch = 12
     c.num_epochs = 15
     c.eval.dataset = 'demo'

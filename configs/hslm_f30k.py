@@ -54,6 +54,8 @@ def get_config():
     c.loss = lo = ml_collections.ConfigDict()
     lo.margin = 0.2
     lo.mask_same_image = False       # True: captions of one image are not each other's negatives
+    lo.negatives = 'hardest'         # 'all': summed over every negative (VSE0) throughout
+    lo.warmup_epochs = 0.0           # > 0: 'hardest' starts with this many epochs of 'all'
 
     c.optim = o = ml_collections.ConfigDict()
     o.learning_rate = 2e-4

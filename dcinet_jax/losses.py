@@ -21,7 +21,8 @@ import jax.numpy as jnp
 __all__ = ['smooth_one_hot', 'cross_entropy', 'soft_target_cross_entropy', 'dcinet_loss',
            'paired_distance', 'normalized_center_loss', 'center_loss', 'label_regression_loss',
            'fgcrossnet_centre_loss', 'batch_mean_centres', 'pairwise_distances',
-           'quadruplet_mask', 'quadruplet_ranking_loss', 'hardest_negative_triplet']
+           'quadruplet_mask', 'quadruplet_ranking_loss', 'hardest_negative_triplet',
+           'all_negatives_triplet']
 
 
 def smooth_one_hot(labels: jax.Array, num_classes: int, smoothing: float = 0.0) -> jax.Array:
@@ -279,6 +280,34 @@ def hardest_negative_triplet(scores: jax.Array, margin: float = 0.2, *,
     cost_captions = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[:, None] + s))
     cost_images = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[None, :] + s))
     per_positive = jnp.max(cost_captions, axis=1) + jnp.max(cost_images, axis=0)
+    if reduction == 'sum':
+        return jnp.sum(per_positive)
+    if reduction == 'mean':
+        return jnp.mean(per_positive)
+    return per_positive
+
+
+def all_negatives_triplet(scores: jax.Array, margin: float = 0.2, *,
+                          negative_mask: jax.Array | None = None, reduction: str = 'sum'
+                          ) -> jax.Array:
+    """The triplet loss summed over every negative (VSE0), HSLM's optional warm-up
+    before `hardest_negative_triplet` (docs/hslm.md#warm-up): per positive i,
+    sum_{k != i} [margin - S_ii + S_ik]_+ + sum_{j != i} [margin - S_ii + S_ji]_+, with
+    the same `negative_mask` and `reduction` as `hardest_negative_triplet`.
+    """
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f'all_negatives_triplet: scores must be square (B, B), got {scores.shape}')
+    if reduction not in ('sum', 'mean', 'none'):
+        raise ValueError(f"all_negatives_triplet: reduction={reduction!r}: expected "
+                         "'sum', 'mean' or 'none'")
+    s = scores.astype(jnp.float32)
+    excluded = jnp.eye(s.shape[0], dtype=jnp.bool_)
+    if negative_mask is not None:
+        excluded = excluded | negative_mask.astype(jnp.bool_)
+    positives = jnp.diagonal(s)
+    cost_captions = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[:, None] + s))
+    cost_images = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[None, :] + s))
+    per_positive = jnp.sum(cost_captions, axis=1) + jnp.sum(cost_images, axis=0)
     if reduction == 'sum':
         return jnp.sum(per_positive)
     if reduction == 'mean':

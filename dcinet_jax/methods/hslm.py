@@ -141,10 +141,35 @@ def _negative_mask(image_index: jax.Array | None, config: Any) -> jax.Array | No
     return image_index[:, None] != image_index[None, :]
 
 
+def warmup_steps(config: Any) -> int:
+    """Steps of the all-negatives warm-up (`loss.warmup_epochs` of the data; 0: none)."""
+    epochs = float(config.loss.get('warmup_epochs', 0))
+    if epochs <= 0:
+        return 0
+    return int(round(epochs * steps_per_epoch(config)))
+
+
+def triplet_loss(scores, negative_mask, config: Any, step) -> jax.Array:
+    """`loss.negatives`: 'hardest' (the reference; after `warmup_steps` of the same loss
+    summed over every negative) or 'all' (summed over every negative throughout, VSE0);
+    summed over the batch."""
+    margin = float(config.loss.margin)
+    negatives = str(config.loss.get('negatives', 'hardest'))
+    if negatives not in ('hardest', 'all'):
+        raise ValueError(f"loss.negatives={negatives!r}: expected 'hardest' or 'all'")
+    every = functools.partial(losses.all_negatives_triplet, scores, margin=margin,
+                              negative_mask=negative_mask, reduction='sum')
+    if negatives == 'all':
+        return every()
+    hardest = losses.hardest_negative_triplet(scores, margin=margin,
+                                              negative_mask=negative_mask, reduction='sum')
+    warm = warmup_steps(config) if _has_data(config) else 0
+    return jnp.where(step < warm, every(), hardest) if warm else hardest
+
+
 def loss_fn(params, variables, batch, rng, *, model, config, step, axis_name=None):
     """(loss, (collections, metrics)): hardest-negative triplet on the global B x B
     matrix; this device scores its images against every device's captions."""
-    del step
     from dcinet_jax.models.hslm import HSLM
     k_img, k_txt, k_sim = jax.random.split(rng, 3)
     state = {'params': params, **variables}
@@ -167,9 +192,7 @@ def loss_fn(params, variables, batch, rng, *, model, config, step, axis_name=Non
             image_index = jax.lax.all_gather(image_index, axis_name, tiled=True)
     rows = apply(HSLM.similarity, regions, words, lengths, key=k_sim)  # (B/N, B)
     scores = rows if axis_name is None else jax.lax.all_gather(rows, axis_name, tiled=True)
-    loss = losses.hardest_negative_triplet(
-        scores, margin=float(config.loss.margin),
-        negative_mask=_negative_mask(image_index, config), reduction='sum')
+    loss = triplet_loss(scores, _negative_mask(image_index, config), config, step)
     diag = jnp.diagonal(scores)
     off = scores - jnp.diag(jnp.full(diag.shape, jnp.inf, scores.dtype))
     metrics = {'loss': loss, 'positive_score': jnp.mean(diag),
