@@ -182,3 +182,18 @@ def test_cli_train_and_eval_reach_recall_far_above_chance(demo_dir, tmp_path, ca
     print({k: round(v, 1) for k, v in r.items() if isinstance(v, float)}, 'chance', chance)
     assert r['rsum'] > chance + 25 and r['dev_rsum'] > chance + 25
     assert r['selection'] == r['dev_rsum']
+
+
+def test_table4_ablation_variants():
+    from configs import hslm_ablations as ablations
+    assert set(ablations.PAPER_RSUM) == set(ablations.VARIANTS)
+    assert sorted(ablations.PAPER_RSUM.values()) == sorted(
+        row[-1] for row in recall.PAPER_ABLATION.values())
+    expect = {'global': (False, True, 0, 0), 'local+self': (True, False, 0, 1),
+              'global+local+mgcn': (True, True, 4, 3), 'full': (True, True, 4, 4)}
+    for variant, switches in expect.items():
+        m = ablations.get_config(variant).model
+        assert (m.use_local, m.use_global, m.num_relation_blocks, m.num_text_blocks) == switches
+    assert ablations.get_config('full@demo').model.num_relation_blocks == 2
+    with pytest.raises(ValueError, match='ablation variant'):
+        ablations.get_config('nope')

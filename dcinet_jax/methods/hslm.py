@@ -66,7 +66,7 @@ def vocab_file(data_dir: str, vocab_path: str) -> Path:
 
 
 def vocab(config: Any):
-    d = config.data
+    """The run's vocabulary (cached per process)."""
     return _vocab(*_vocab_key(config))
 
 
