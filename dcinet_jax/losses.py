@@ -263,28 +263,7 @@ def hardest_negative_triplet(scores: jax.Array, margin: float = 0.2, *,
     of the same image). ``reduction``: 'sum' (the reference), 'mean' or 'none' (B,).
     Computed in float32; a positive with no allowed negative contributes 0.
     """
-    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
-        raise ValueError(f'hardest_negative_triplet: scores must be square (B, B), got {scores.shape}')
-    if reduction not in ('sum', 'mean', 'none'):
-        raise ValueError(f"hardest_negative_triplet: reduction={reduction!r}: expected "
-                         "'sum', 'mean' or 'none'")
-    s = scores.astype(jnp.float32)
-    n = s.shape[0]
-    excluded = jnp.eye(n, dtype=jnp.bool_)
-    if negative_mask is not None:
-        if negative_mask.shape != s.shape:
-            raise ValueError(f'hardest_negative_triplet: negative_mask {negative_mask.shape} '
-                             f'!= scores {s.shape}')
-        excluded = excluded | negative_mask.astype(jnp.bool_)
-    positives = jnp.diagonal(s)
-    cost_captions = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[:, None] + s))
-    cost_images = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[None, :] + s))
-    per_positive = jnp.max(cost_captions, axis=1) + jnp.max(cost_images, axis=0)
-    if reduction == 'sum':
-        return jnp.sum(per_positive)
-    if reduction == 'mean':
-        return jnp.mean(per_positive)
-    return per_positive
+    return _triplet(scores, margin, negative_mask, reduction, jnp.max, 'hardest_negative_triplet')
 
 
 def all_negatives_triplet(scores: jax.Array, margin: float = 0.2, *,
@@ -295,19 +274,26 @@ def all_negatives_triplet(scores: jax.Array, margin: float = 0.2, *,
     sum_{k != i} [margin - S_ii + S_ik]_+ + sum_{j != i} [margin - S_ii + S_ji]_+, with
     the same `negative_mask` and `reduction` as `hardest_negative_triplet`.
     """
+    return _triplet(scores, margin, negative_mask, reduction, jnp.sum, 'all_negatives_triplet')
+
+
+def _triplet(scores, margin, negative_mask, reduction, pool, name):
+    """Both triplet losses: the hinge costs of every (positive, negative) pair in each
+    direction, pooled over the negatives by `pool` (max: hardest, sum: all)."""
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
-        raise ValueError(f'all_negatives_triplet: scores must be square (B, B), got {scores.shape}')
+        raise ValueError(f'{name}: scores must be square (B, B), got {scores.shape}')
     if reduction not in ('sum', 'mean', 'none'):
-        raise ValueError(f"all_negatives_triplet: reduction={reduction!r}: expected "
-                         "'sum', 'mean' or 'none'")
+        raise ValueError(f"{name}: reduction={reduction!r}: expected 'sum', 'mean' or 'none'")
     s = scores.astype(jnp.float32)
     excluded = jnp.eye(s.shape[0], dtype=jnp.bool_)
     if negative_mask is not None:
+        if negative_mask.shape != s.shape:
+            raise ValueError(f'{name}: negative_mask {negative_mask.shape} != scores {s.shape}')
         excluded = excluded | negative_mask.astype(jnp.bool_)
     positives = jnp.diagonal(s)
     cost_captions = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[:, None] + s))
     cost_images = jnp.where(excluded, 0.0, jax.nn.relu(margin - positives[None, :] + s))
-    per_positive = jnp.sum(cost_captions, axis=1) + jnp.sum(cost_images, axis=0)
+    per_positive = pool(cost_captions, axis=1) + pool(cost_images, axis=0)
     if reduction == 'sum':
         return jnp.sum(per_positive)
     if reduction == 'mean':
