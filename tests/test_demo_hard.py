@@ -167,3 +167,22 @@ def test_short_baseline_run_lands_between_chance_and_ceiling(small_config, hard_
 
 
 STEPS = 400   # measured: 0.447 bi-modal (chance 0.32); 150 steps stay at chance
+
+
+def test_config_variants():
+    from configs import ablations, demo_hard as hard_config
+    base = hard_config.get_config()
+    assert (base.interaction.cmsi, base.interaction.cmci, base.data.class_aligned) == (
+        True, True, True)
+    assert (base.data.image_size, base.data.text_length, base.data.num_classes) == (64, 64, 10)
+    for arg, want in (('baseline', (False, False, True)), ('cmci+random', (False, True, False)),
+                      ('both+aligned', (True, True, True))):
+        c = hard_config.get_config(arg)
+        assert (c.interaction.cmsi, c.interaction.cmci, c.data.class_aligned) == want, arg
+        assert c.optim.learning_rate == base.optim.learning_rate
+    assert hard_config.get_config('cmsi-layer3').model.cut == 'layer3'
+    assert ablations.get_config('cmci@demo_hard').to_dict() == hard_config.get_config(
+        'cmci').to_dict()
+    for bad in ('both+shuffled', 'mixup'):
+        with pytest.raises(ValueError):
+            hard_config.get_config(bad)
