@@ -1,9 +1,11 @@
 """Tiny DCINet for the built-in demo dataset on a 2-core CPU (about 3 minutes end to end).
 
 Same code paths as the paper config: three modalities, shared ResNet with bottleneck
-blocks cut after layer4, CMSI and CMCI on. Only sizes shrink: a narrow one-block-per-stage
+blocks cut after layer4, CMSI and CMCI on. Sizes shrink: a narrow one-block-per-stage
 ResNet, 112 px crops (a 4x4 layer4 map, so the CMSI box is 2x2 and lam = 0.75, the
-paper's ratio), 112-character texts and 10 classes.
+paper's ratio), 112-character texts and 10 classes. Two settings of ours make it learn
+every task on every seed tried: a BatchNorm of its own on the text image and lr 0.05
+(docs/training.md#the-demo-config).
 """
 
 from configs import dcinet_fgxmedia
@@ -24,8 +26,12 @@ def get_config():
     c.model.stage_sizes = (1, 1, 1, 1)
     c.model.block = 'bottleneck'
     c.model.num_filters = 8
+    # Ours: the text image gets its own BatchNorm (docs/fgcrossnet.md#text-scale) and the lr
+    # is 0.05, not 0.1. At lr 0.1 without it, 3 of 5 seeds failed (one at chance, two never
+    # learned text); with it at lr 0.1, seed 2 still missed text. docs/training.md#the-demo-config
+    c.model.text_norm = 'batch'
 
-    c.optim.learning_rate = 0.1
+    c.optim.learning_rate = 0.05
     c.optim.schedule = 'cosine'
     c.optim.warmup_steps = 20
 
