@@ -57,18 +57,18 @@ CAST = 0.22                # colour cast: each RGB channel scaled by 1 +- CAST
 DISTRACTORS = (2, 5)       # blobs in other classes' colours per image
 CREST_SHOWN = 0.6          # member 1 raises its crest in this fraction of its images
 IMAGE_NOISE = 16.0         # pixel noise std (grey levels)
-SECOND_VOICE = 0.7         # fraction of clips with a second, quieter voice of another class
-SECOND_VOICE_DB = (-10.0, -3.0)
-SNR_DB = (3.0, 15.0)       # background noise level relative to the voice
+SECOND_VOICE = 0.5         # fraction of clips with a second, quieter voice of another class
+SECOND_VOICE_DB = (-12.0, -4.0)
+SNR_DB = (10.0, 25.0)      # background noise level relative to the voice
 F2_GLIDE = 350.0           # Hz: the member cue of the audio
-NAME_SHOWN = 0.35          # fraction of texts that name the species
-CLUE_SHOWN = 0.5           # each descriptive clause's chance of appearing
-CLUE_WRONG = 0.2           # chance that a clause that appears describes another class
+NAME_SHOWN = 0.5           # fraction of texts that name the species
+CLUE_SHOWN = 0.6           # each descriptive clause's chance of appearing
+CLUE_WRONG = 0.1           # chance that a clause that appears describes another class
 SAMPLE_RATE = audio_lib.SAMPLE_RATE
 
 # Vowels of the pairs: (F1, F2) in Hz, F2 spread over the low part of the spectrum.
-_VOWELS = ((750, 1150), (400, 2300), (550, 1700), (300, 850), (650, 2000),
-           (450, 1400), (350, 2600), (700, 950), (500, 1900), (600, 1250))
+_VOWELS = ((900, 1300), (400, 3200), (650, 2300), (300, 900), (800, 2800),
+           (500, 1700), (350, 3600), (850, 1000), (550, 2600), (700, 1900))
 _HABITATS = ('reed beds', 'pine forest', 'river banks', 'open meadows', 'old orchards',
              'coastal cliffs', 'the café garden')
 _FILLER = ('It has dark eyes.', 'Legs thin.', 'Feeds on seeds.', 'Often in pairs.',
@@ -156,9 +156,9 @@ def _syllable(f0: float, f1: float, f2_start: float, f2_end: float, n: int,
     phase = 2 * np.pi * np.cumsum(pitch) / sr
     f2 = np.linspace(f2_start, f2_end, n)
     y = np.zeros(n)
-    for h in range(1, int(4500 / f0) + 1):
+    for h in range(1, int(6000 / f0) + 1):
         fh = h * pitch
-        amp = (np.exp(-0.5 * ((fh - f1) / 90.0) ** 2) + 0.8 * np.exp(-0.5 * ((fh - f2) / 120.0) ** 2)
+        amp = (np.exp(-0.5 * ((fh - f1) / 150.0) ** 2) + 0.8 * np.exp(-0.5 * ((fh - f2) / 250.0) ** 2)
                + 0.03 / h)
         y += amp * np.sin(h * phase)
     env = np.sin(np.pi * np.arange(n) / n) ** 0.7
@@ -243,9 +243,10 @@ def text_clauses(c: int, num_classes: int, rng: np.random.Generator) -> tuple[li
         member = _maybe_wrong(c, num_classes, rng) % 2
         clauses.append('song rises.' if member else 'song falls.')
     clauses.append(f'In {_HABITATS[int(rng.integers(len(_HABITATS)))]}.')
-    clauses += [_FILLER[i] for i in rng.choice(len(_FILLER), int(rng.integers(1, 3)), replace=False)]
-    order = rng.permutation(len(clauses))
-    return [clauses[i] for i in order], named
+    clauses += [_FILLER[i] for i in rng.choice(len(_FILLER), int(rng.integers(0, 2)), replace=False)]
+    first = 1 if named else 0                       # a name, when given, comes first
+    order = first + rng.permutation(len(clauses) - first)
+    return clauses[:first] + [clauses[i] for i in order], named
 
 
 def _text_file(c: int, num_classes: int, split: str, j: int, seed: int) -> str:
