@@ -162,7 +162,8 @@ def test_short_baseline_run_lands_between_chance_and_ceiling(small_config, hard_
     summary = train.train_and_evaluate(c, tmp_path / 'run', progress=False)
     got = summary['results']['bimodal_average']
     chance = _chance_bimodal({m: TEST_PER_CLASS for m in ('image', 'audio', 'text')})
-    print(f'hard demo, {STEPS} steps: bi-modal {got:.3f} (chance {chance:.3f})')
+    tasks = summary['results']['bimodal']
+    print(f'hard demo, {STEPS} steps: bi-modal {got:.3f} (chance {chance:.3f}) {tasks}')
     assert chance + 0.06 < got < 0.75, (got, chance)
 
 
