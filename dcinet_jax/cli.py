@@ -127,6 +127,9 @@ def demo_data(argv):
                           '(confusable sister classes for ablations; default 30 items per '
                           'class, no video; docs/ablation_demo.md)', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
+    if fv.difficulty != 'easy' and fv.format != 'fgxmedia':
+        sys.exit(f'dcinet demo-data: --difficulty={fv.difficulty} exists for --format=fgxmedia '
+                 f'only, not {fv.format}')
     if fv.format == 'fgxmedia' and fv.difficulty == 'hard':
         from input_pipeline import demo_hard
         demo_hard.hard_demo_main(fv.out, fv.classes or 10, fv.per_class or 30, fv.seed)

@@ -187,3 +187,11 @@ def test_config_variants():
     for bad in ('both+shuffled', 'mixup'):
         with pytest.raises(ValueError):
             hard_config.get_config(bad)
+
+
+def test_difficulty_is_for_the_fgxmedia_format_only(tmp_path):
+    from dcinet_jax import cli
+    with pytest.raises(SystemExit, match='fgxmedia only'):
+        cli.main(['demo-data', '--out', str(tmp_path / 'x'), '--format', 'vegas',
+                  '--difficulty', 'hard'])
+    assert not (tmp_path / 'x').exists()
