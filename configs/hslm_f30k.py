@@ -78,6 +78,7 @@ def get_config():
     e.batch_size = 128               # images / captions per encoder call
     e.image_block = 100              # score tiles (the reference's 100 x 100 shards)
     e.caption_block = 100
+    e.ensemble_workdirs = ''         # 'w1,w2': average their test score matrices with this run's
 
     c.profile = ml_collections.ConfigDict({'start_step': -1, 'num_steps': 5})
     c.num_epochs = 40

@@ -182,6 +182,12 @@ def test_cli_train_and_eval_reach_recall_well_above_chance(demo_dir, tmp_path, c
     print({k: round(v, 1) for k, v in r.items() if isinstance(v, float)}, 'chance', chance)
     assert r['rsum'] > chance + 25 and r['dev_rsum'] > chance + 25
     assert r['selection'] == r['dev_rsum']
+    # An ensemble with a second copy of the same run: two identical score matrices whose
+    # mean is the single model's, so every number stays and the record says 2.
+    cli.main(['eval', *config, '--workdir', str(run), f'--config.eval.ensemble_workdirs={run}'])
+    e = json.loads((run / 'eval' / str(summary['step']) / 'results.json').read_text())
+    assert e['protocol']['ensemble_size'] == 2 and r['protocol'].get('ensemble_size', 1) == 1
+    assert e['rsum'] == pytest.approx(r['rsum']) and e['dev_rsum'] == r['dev_rsum']
 
 
 def test_table4_ablation_variants():

@@ -360,9 +360,24 @@ def split_scores(model, variables, config, name: str, *, num_images: int = 0) ->
 
 def eval_outputs(model, variables, config) -> dict:
     """Score matrices of the test split (`eval.test_split`) and, for model selection,
-    of the first `eval.dev_images` images of `eval.dev_split` ('' skips it)."""
+    of the first `eval.dev_images` images of `eval.dev_split` ('' skips it).
+
+    `eval.ensemble_workdirs` (comma-separated workdirs of runs with the same config)
+    adds the test score matrix of each one's latest checkpoint: the evaluator averages
+    the list, an ensemble (docs/recall.md#ensembles). Dev, and so model selection,
+    stays the single model's."""
     e = config.eval
-    outputs = {'test': split_scores(model, variables, config, str(e.test_split))}
+    test = split_scores(model, variables, config, str(e.test_split))
+    members = [w.strip() for w in str(e.get('ensemble_workdirs', '')).split(',') if w.strip()]
+    if members:
+        from dcinet_jax import evaluate_checkpoint   # restores checkpoints, as `dcinet eval`
+        scores = [test['scores']]
+        for workdir in members:
+            _, member, step = evaluate_checkpoint.restore_for_eval(config, workdir)
+            logging.info('ensemble: %s step %d', workdir, step)
+            scores.append(split_scores(model, member, config, str(e.test_split))['scores'])
+        test = dict(test, scores=scores)
+    outputs = {'test': test}
     if e.get('dev_split', ''):
         outputs['dev'] = split_scores(model, variables, config, str(e.dev_split),
                                       num_images=int(e.get('dev_images', 0)))
