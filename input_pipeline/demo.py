@@ -432,22 +432,36 @@ def generate_demo_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
                     rel = f'{_folder(c, "video")}/{stem}_{tag}v{v:02d}_{f + 1:02d}.jpg'
                     write_file(root, f'video/{rel}', data)
                     lines['video'].append(f'{rel} {c}')
-        for m, ls in lines.items():
-            write_file(root, f'list/{m}/{split}.txt', '\n'.join(ls) + '\n')
-            counts[m][split] = len(ls)
-        if split == 'test':
-            labels = [ln.rsplit(' ', 1)[1] for ln in lines['text']]
-            write_file(root, 'list/text/testlabel.txt', '\n'.join(labels) + '\n')
+        write_split_lists(root, split, lines, counts)
     return counts
+
+
+def write_split_lists(root: Path, split: str, lines: dict, counts: dict) -> None:
+    """One split's list files (`<rel path> <label>` per line) and, for the test split,
+    the text test labels file the FG-XMedia release ships; counts[m][split] = items."""
+    for m, ls in lines.items():
+        write_file(root, f'list/{m}/{split}.txt', '\n'.join(ls) + '\n')
+        counts[m][split] = len(ls)
+    if split == 'test':
+        labels = [ln.rsplit(' ', 1)[1] for ln in lines['text']]
+        write_file(root, 'list/text/testlabel.txt', '\n'.join(labels) + '\n')
 
 
 def demo_main(out: str | os.PathLike, classes: int = 10, per_class: int = 12,
               seed: int = 0) -> dict:
     """`dcinet demo-data`: generate and print a short summary."""
+    return generate_and_report('demo data set', generate_demo_dataset, out, classes,
+                               per_class, seed)
+
+
+def generate_and_report(title: str, generate, out, classes: int, per_class: int,
+                        seed: int) -> dict:
+    """Runs a generator (`generate(out, num_classes=, per_class=, seed=)` -> counts) and
+    prints what it wrote, per modality and split."""
     t0 = time.perf_counter()
-    counts = generate_demo_dataset(out, num_classes=classes, per_class=per_class, seed=seed)
+    counts = generate(out, num_classes=classes, per_class=per_class, seed=seed)
     dt = time.perf_counter() - t0
-    print(f'demo data set: {classes} classes, seed {seed}, written to {out} in {dt:.1f} s')
+    print(f'{title}: {classes} classes, seed {seed}, written to {out} in {dt:.1f} s')
     for m, by_split in counts.items():
         print(f'  {m:6s} ' + '  '.join(f'{s} {n:5d}' for s, n in by_split.items()))
     return counts

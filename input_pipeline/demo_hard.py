@@ -34,7 +34,6 @@ from __future__ import annotations
 import colorsys
 import io
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -289,22 +288,12 @@ def generate_hard_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
                     rel = f'{folder}/{stem}_{tag}{j:04d}{ext}'
                     demo.write_file(root, f'{m}/{rel}', data)
                     lines[m].append(f'{rel} {c}')
-        for m, ls in lines.items():
-            demo.write_file(root, f'list/{m}/{split}.txt', '\n'.join(ls) + '\n')
-            counts[m][split] = len(ls)
-        if split == 'test':
-            labels = [ln.rsplit(' ', 1)[1] for ln in lines['text']]
-            demo.write_file(root, 'list/text/testlabel.txt', '\n'.join(labels) + '\n')
+        demo.write_split_lists(root, split, lines, counts)
     return counts
 
 
 def hard_demo_main(out: str | os.PathLike, classes: int = 10, per_class: int = 30,
                    seed: int = 0) -> dict:
     """`dcinet demo-data --difficulty hard`: generate and print a short summary."""
-    t0 = time.perf_counter()
-    counts = generate_hard_dataset(out, num_classes=classes, per_class=per_class, seed=seed)
-    dt = time.perf_counter() - t0
-    print(f'hard demo data set: {classes} classes, seed {seed}, written to {out} in {dt:.1f} s')
-    for m, by_split in counts.items():
-        print(f'  {m:6s} ' + '  '.join(f'{s} {n:5d}' for s, n in by_split.items()))
-    return counts
+    return demo.generate_and_report('hard demo data set', generate_hard_dataset, out, classes,
+                                    per_class, seed)
