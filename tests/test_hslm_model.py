@@ -309,10 +309,13 @@ def test_masked_batchnorm_sums_statistics_over_devices():
 def test_build_reads_the_config():
     from configs import hslm_test
     config = hslm_test.get_config()
-    config.model.caption_chunk = 4
-    config.model.text_attn_padding = 'reference'
+    m = config.model
+    m.vocab_size, m.embed_dim, m.word_dim, m.sim_dim = 41, 24, 12, 10
+    m.relation_heads, m.relation_head_dim = 3, 8
+    m.caption_chunk = 4
+    m.text_attn_padding = 'reference'
     model = hslm.build(config, bn_axis_name='batch')
-    assert (model.vocab_size, model.embed_dim, model.word_dim, model.sim_dim) == (40, 16, 8, 8)
-    assert (model.relation_heads, model.relation_head_dim, model.caption_chunk) == (2, 8, 4)
+    assert (model.vocab_size, model.embed_dim, model.word_dim, model.sim_dim) == (41, 24, 12, 10)
+    assert (model.relation_heads, model.relation_head_dim, model.caption_chunk) == (3, 8, 4)
     assert model.text_attn_padding == 'reference' and model.bn_axis_name == 'batch'
     assert model.dropout_rate == float(config.model.dropout_rate)
