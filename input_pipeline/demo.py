@@ -38,13 +38,13 @@ import io
 import math
 import os
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from input_pipeline import audio as audio_lib
+from input_pipeline.demo_layout import generate_and_report, write_file, write_split_lists
 from input_pipeline.spec import MODALITIES, MODALITY_IDS, SPLITS
 
 _COLOURS = ('Crimson', 'Amber', 'Azure', 'Olive', 'Ivory', 'Scarlet', 'Cobalt', 'Ochre',
@@ -373,17 +373,6 @@ def _video_frames(c: int, num_classes: int, split: str, v: int, seed: int) -> li
     return frames
 
 
-# ----------------------------------------------------------------------------- writer
-
-def write_file(root: Path, rel: str, data: bytes | str) -> None:
-    """Write `data` (text as UTF-8) to root/rel, creating folders."""
-    p = root / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode('utf-8')
-    p.write_bytes(data)
-
-
 def generate_demo_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
                           per_class: int = 12, test_per_class: int | None = None,
                           seed: int = 0) -> dict:
@@ -436,32 +425,8 @@ def generate_demo_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
     return counts
 
 
-def write_split_lists(root: Path, split: str, lines: dict, counts: dict) -> None:
-    """One split's list files (`<rel path> <label>` per line) and, for the test split,
-    the text test labels file the FG-XMedia release ships; counts[m][split] = items."""
-    for m, ls in lines.items():
-        write_file(root, f'list/{m}/{split}.txt', '\n'.join(ls) + '\n')
-        counts[m][split] = len(ls)
-    if split == 'test':
-        labels = [ln.rsplit(' ', 1)[1] for ln in lines['text']]
-        write_file(root, 'list/text/testlabel.txt', '\n'.join(labels) + '\n')
-
-
 def demo_main(out: str | os.PathLike, classes: int = 10, per_class: int = 12,
               seed: int = 0) -> dict:
     """`dcinet demo-data`: generate and print a short summary."""
     return generate_and_report('demo data set', generate_demo_dataset, out, classes,
                                per_class, seed)
-
-
-def generate_and_report(title: str, generate, out, classes: int, per_class: int,
-                        seed: int) -> dict:
-    """Runs a generator (`generate(out, num_classes=, per_class=, seed=)` -> counts) and
-    prints what it wrote, per modality and split."""
-    t0 = time.perf_counter()
-    counts = generate(out, num_classes=classes, per_class=per_class, seed=seed)
-    dt = time.perf_counter() - t0
-    print(f'{title}: {classes} classes, seed {seed}, written to {out} in {dt:.1f} s')
-    for m, by_split in counts.items():
-        print(f'  {m:6s} ' + '  '.join(f'{s} {n:5d}' for s, n in by_split.items()))
-    return counts

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from input_pipeline import audio as audio_lib
-from input_pipeline import demo
+from input_pipeline import demo, demo_layout
 from input_pipeline.spec import MODALITY_IDS, SPLITS
 
 COLOURS = ('Crimson', 'Azure', 'Olive', 'Amber', 'Violet', 'Teal', 'Ochre', 'Slate',
@@ -270,7 +270,7 @@ def generate_hard_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
                          f'{per_class}, {test_per_class}')
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    demo.write_file(root, 'classes.txt',
+    demo_layout.write_file(root, 'classes.txt',
                     ''.join(f'{c + 1} {class_name(c)}\n' for c in range(num_classes)))
     counts = {m: {} for m in MODALITIES}
     for split in SPLITS:
@@ -286,14 +286,14 @@ def generate_hard_dataset(out_dir: str | os.PathLike, *, num_classes: int = 10,
                          'text': (_text_file(c, num_classes, split, j, seed), '.txt')}
                 for m, (data, ext) in files.items():
                     rel = f'{folder}/{stem}_{tag}{j:04d}{ext}'
-                    demo.write_file(root, f'{m}/{rel}', data)
+                    demo_layout.write_file(root, f'{m}/{rel}', data)
                     lines[m].append(f'{rel} {c}')
-        demo.write_split_lists(root, split, lines, counts)
+        demo_layout.write_split_lists(root, split, lines, counts)
     return counts
 
 
 def hard_demo_main(out: str | os.PathLike, classes: int = 10, per_class: int = 30,
                    seed: int = 0) -> dict:
     """`dcinet demo-data --difficulty hard`: generate and print a short summary."""
-    return demo.generate_and_report('hard demo data set', generate_hard_dataset, out, classes,
-                                    per_class, seed)
+    return demo_layout.generate_and_report('hard demo data set', generate_hard_dataset, out,
+                                           classes, per_class, seed)
