@@ -208,6 +208,26 @@ def test_score_matrix_matches_full_and_compiles_once(tmp_path):
                                                   'lengths': captions['lengths'][:4]})
 
 
+def test_map_blocks_matches_one_pass_and_compiles_once():
+    from dcinet_jax.evaluators import blockwise
+    rng = np.random.default_rng(1)
+    tokens = rng.normal(size=(11, 4)).astype(np.float32)
+    lengths = rng.integers(1, 5, 11).astype(np.int32)
+    traces = []
+
+    @jax.jit
+    def encode(tree):
+        t, n = tree
+        traces.append(t.shape)
+        return jnp.cumsum(t, axis=1)[jnp.arange(t.shape[0]), n - 1]
+
+    got = blockwise.map_blocks(encode, (tokens, lengths), 4)
+    want = np.cumsum(tokens.astype(np.float64), axis=1)[np.arange(11), lengths - 1]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got.shape == (11,) and traces == [(4, 4)]   # 11 = 4 + 4 + 3 padded to 4
+    np.testing.assert_allclose(blockwise.map_blocks(encode, (tokens, lengths), 50), got)
+
+
 # ---- the evaluator contract ------------------------------------------------------------
 
 def _config(**eval_fields):

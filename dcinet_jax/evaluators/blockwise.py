@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ['score_matrix']
+__all__ = ['map_blocks', 'score_matrix']
 
 
 def _leading_size(tree: Any, what: str) -> int:
@@ -62,6 +62,16 @@ def _block(tree: Any, start: int, size: int) -> Any:
         return jax.device_put(part)
 
     return jax.tree.map(take, tree)
+
+
+def map_blocks(fn: Callable[[Any], Any], tree: Any, block: int) -> np.ndarray:
+    """fn over the items of `tree` (arrays sharing a leading item axis) in blocks of one
+    fixed size, the last block padded like a score tile and cropped: the rows of
+    fn(block) must depend only on their own items (eval-mode encoders)."""
+    n = _leading_size(tree, 'the input')
+    b = min(block, n)
+    return np.concatenate([np.asarray(fn(_block(tree, start, b)))[:min(b, n - start)]
+                           for start in range(0, n, b)])
 
 
 def score_matrix(score_block: Callable[[Any, Any], Any], images: Any, captions: Any, *,

@@ -300,30 +300,16 @@ def _jitted(model, name: str):
     return _JITTED[key]
 
 
-def _batched(fn, arrays: tuple, batch_size: int) -> np.ndarray:
-    """fn over the leading axis in fixed-size batches (the last one padded by repeating
-    its last item, so one shape compiles); eval-mode rows are independent."""
-    n = arrays[0].shape[0]
-    b = min(batch_size, n)
-    out = []
-    for start in range(0, n, b):
-        part = [np.asarray(a[start:start + b]) for a in arrays]
-        keep = part[0].shape[0]
-        if keep < b:
-            part = [np.concatenate([p, np.repeat(p[-1:], b - keep, 0)]) for p in part]
-        out.append(np.asarray(fn(*part))[:keep])
-    return np.concatenate(out)
-
-
 def encode_split(model, variables, arrays, *, batch_size: int):
     """Eval-mode region embeddings (N_img, R, d) and word embeddings (N_cap, L, d) of an
     `EvalArrays` (distinct images read block by block from the memmap)."""
+    from dcinet_jax.evaluators import blockwise
     enc_img, enc_cap = _jitted(model, 'images'), _jitted(model, 'captions')
     b = min(batch_size, arrays.num_images)
     regions = np.concatenate([np.asarray(enc_img(variables, block))[:n]
                               for block, n in arrays.image_blocks(b)])
-    words = _batched(lambda t, n: enc_cap(variables, t, n), (arrays.tokens, arrays.lengths),
-                     batch_size)
+    words = blockwise.map_blocks(lambda tl: enc_cap(variables, *tl),
+                                 (arrays.tokens, arrays.lengths), batch_size)
     return regions, words
 
 
