@@ -21,9 +21,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
-from input_pipeline.spec import ALPHABETS
+from input_pipeline import text as text_lib
 
 # Modalities whose ids name the class folder most reliably first: several audio folders
 # of the real release are misspelled, so audio comes last.
@@ -49,12 +47,6 @@ class Item:
     payload: Any
 
 
-def decode_text_ids(ids: np.ndarray, alphabet: str) -> str:
-    """uint8 character ids (0 = padding) → the string they encode."""
-    chars = ALPHABETS[alphabet]
-    return ''.join(chars[int(i) - 1] for i in np.asarray(ids).reshape(-1) if int(i) > 0)
-
-
 def _records(config: Any, split: str, modality: str, fields: tuple[str, ...]):
     """Numpy records of the prepared (modality, split) in stored (= list) order."""
     from input_pipeline import pipeline
@@ -77,7 +69,7 @@ def read_items(config: Any, split: str, modality: str) -> list[Item]:
     if modality == 'text':
         alphabet = str(config.data.alphabet)
         return [Item(_text(r['id']), int(r['label']), int(r['index']),
-                     decode_text_ids(r['text'], alphabet)) for r in rows]
+                     text_lib.decode_text(r['text'], alphabet)) for r in rows]
     if modality != 'video':
         return [Item(_text(r['id']), int(r['label']), int(r['index']), bytes(r['image']))
                 for r in rows]

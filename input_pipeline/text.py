@@ -51,6 +51,13 @@ def encode_text(text: str, *, alphabet: str = 'lower_space', length: int = 448) 
     return out
 
 
+def decode_text(ids: np.ndarray, alphabet: str) -> str:
+    """The inverse of `encode_text` as far as it goes: the characters of the non-padding
+    ids (what was dropped or lower-cased stays so); for viewers of prepared texts."""
+    chars = _alphabet(alphabet)
+    return ''.join(chars[int(i) - 1] for i in np.asarray(ids).reshape(-1) if int(i) > 0)
+
+
 def read_text(path: str | os.PathLike, *, mode: str = 'whole', errors: str = 'strict') -> str:
     r"""The text of one sample file.
 

@@ -173,3 +173,15 @@ def test_position_shift():
     assert spec.TEXT_SHIFTS == (0, 2, 4, 6, 8)
     with pytest.raises(ValueError):
         text.position_shift(ids, -1)
+
+
+def test_decode_text_inverts_encode_text_for_kept_characters():
+    raw = 'Red-Winged Blackbird: sings at dawn!'
+    for alphabet in ('lower_space', 'original'):
+        ids = text.encode_text(raw, alphabet=alphabet, length=64)
+        chars = spec.ALPHABETS[alphabet]
+        kept = ''.join(c for c in (raw.lower() if alphabet == 'lower_space' else raw)
+                       if c in chars)
+        assert text.decode_text(ids, alphabet) == kept and len(kept) > 10
+    with pytest.raises(ValueError, match='unknown alphabet'):
+        text.decode_text(np.zeros(3, np.uint8), 'greek')
