@@ -44,7 +44,7 @@ def make_config(data_dir: Path, batch: int, modalities: tuple[str, ...]):
 
 def time_pipeline(config, steps: int, warmup: int) -> float:
     """Examples/s of the training iterator (all modalities counted)."""
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     it = pipeline.create_train_iterator(config, process_index=0, process_count=1)
     for _ in range(warmup):
         next(it)
@@ -61,7 +61,7 @@ def time_pil_peer(raw_dir: Path, n: int) -> float:
     import numpy as np
     from PIL import Image
 
-    from input_pipeline import lists
+    from input_pipeline.fgxmedia import lists
     entries = lists.read_list(raw_dir, 'image', 'train', num_classes=10)
     paths = [lists.resolve_path(raw_dir, e) for e in entries]
     t0 = time.perf_counter()
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument('--peer_images', type=int, default=100)
     args = p.parse_args(argv)
 
-    from input_pipeline import demo, prepare
+    from input_pipeline import demo
+    from input_pipeline.fgxmedia import prepare
     work = Path(args.work_dir)
     raw, data = work / f'raw_{args.num_classes}x{args.per_class}', work / 'prepared'
     if not (raw / 'list').is_dir():

@@ -159,7 +159,7 @@ def prepare(argv):
                           'record matches the sources', flag_values=fv)
         _config_flag(fv, required=False, default=_default_config_path())
     fv = _flag_values(argv, define, 'dcinet prepare')
-    from input_pipeline import prepare as prepare_lib
+    from input_pipeline.fgxmedia import prepare as prepare_lib
     from input_pipeline.errors import DataError
     config = _config(fv)
     on_error = fv.on_error or config.data.on_error

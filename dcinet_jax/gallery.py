@@ -4,7 +4,7 @@
 (`evaluate_checkpoint.restore_for_eval`: read-only, params and collections only) and
 runs the method's own `eval_outputs` (the test split) or the same feature extraction
 over another split, so a gallery row is bit for bit the feature the evaluator ranks.
-Each modality's rows carry their labels and item ids (`input_pipeline.items`, same
+Each modality's rows carry their labels and item ids (`input_pipeline.fgxmedia.items`, same
 order). The gallery records where it came from: the step, the config, a fingerprint
 of the config fields that change features (`config_fingerprint`) and a digest of the
 weights (`weights_digest`), so a saved gallery can refuse to be used with another
@@ -198,12 +198,12 @@ def gallery_from_variables(config: Any, method: Any, model: Any, variables: Mapp
                            step: int, split: str = 'test') -> Gallery:
     """The gallery of host `variables` over the prepared `split` of every modality."""
     from dcinet_jax import checkpoints
-    from input_pipeline import items
+    from input_pipeline.fgxmedia import items
     if split == 'test':   # the evaluator's own path
         outputs = method.eval_outputs(model, variables, config)
     else:                  # the same extraction over another split
         from dcinet_jax.evaluators import features
-        from input_pipeline import pipeline
+        from input_pipeline.fgxmedia import pipeline
         outputs = features.extract_features(
             model, variables, pipeline.create_eval_iterators(config, split),
             feature=config.eval.feature)

@@ -1,7 +1,7 @@
 """`dcinet search`: the gallery items nearest to raw query files (docs/search.md).
 
 A query file is preprocessed exactly as training and evaluation preprocess that
-file (`input_pipeline.raw_query`), embedded by the checkpoint in eval mode with the
+file (`input_pipeline.fgxmedia.raw_query`), embedded by the checkpoint in eval mode with the
 evaluator's feature extraction, and ranked against a saved index
 (`search_index`) by cosine similarity in float64 with ties by gallery position, as
 the evaluator ranks (`evaluators.ranking`). Every modality of the index is one gallery
@@ -28,7 +28,7 @@ ALL = 'all'
 
 def _query_inputs(config: Any, queries: Sequence[str], query_modality: str | None):
     """[(path, modality)], {modality: (x, None)} and each query's row in its modality."""
-    from input_pipeline import raw_query
+    from input_pipeline.fgxmedia import raw_query
     per_modality: dict[str, list] = {}
     where = []
     for q in queries:
@@ -48,7 +48,7 @@ def _item_path(g: gallery_lib.Gallery, item_id: str) -> str:
         return str(Path(source['folder']) / rel)
     root = source.get('root')
     if root:
-        from input_pipeline.lists import MODALITY_DIRS
+        from input_pipeline.fgxmedia.lists import MODALITY_DIRS
         for base in [Path(root)] + [Path(root) / d for d in MODALITY_DIRS.get(modality, ())]:
             if (base / rel).exists():
                 return str(base / rel)
@@ -85,12 +85,12 @@ def search(config: Any, workdir: str, queries: Sequence[str], *, top_k: int = 10
     'modality', 'results': [{'rank', 'score', 'label', 'class', 'modality', 'id',
     'path'}]}]}."""
     from dcinet_jax.evaluators import ranking
-    from input_pipeline import items
+    from input_pipeline.fgxmedia import items
     if not queries:
         raise ValueError('give at least one --query FILE')
     if top_k < 1:
         raise ValueError(f'--top_k={top_k}: must be >= 1')
-    from input_pipeline import raw_query
+    from input_pipeline.fgxmedia import raw_query
     for q in queries:   # before the (slow) restore: a mistyped path fails at once
         if not Path(q).is_file():
             raise FileNotFoundError(f'--query {q}: no such file')

@@ -3,7 +3,7 @@
 An index is a saved `gallery.Gallery` at `WORKDIR/index/<name>/` (docs/search.md):
 - over a prepared split (default `test`) of every modality of the config: the exact
   features `dcinet eval` ranks (`gallery.compute_gallery`); default name: the split;
-- over a folder of raw files: every file goes through `input_pipeline.raw_query` (the
+- over a folder of raw files: every file goes through `input_pipeline.fgxmedia.raw_query` (the
   preprocessing of `prepare` + eval decoding) and the same feature extraction;
   default name: `folder-<folder name>`.
 
@@ -34,7 +34,7 @@ INDEX_DIR = 'index'
 DEFAULT_SPLIT = 'test'
 IMAGE_LIKE = ('image', 'audio', 'video')
 SKIPPED_TOP = ('list', 'classes.txt')
-VIDEO_SUFFIX_LEN = 6   # as input_pipeline.lists.VIDEO_SUFFIX_LEN (the frame number + extension)
+VIDEO_SUFFIX_LEN = 6   # as input_pipeline.fgxmedia.lists.VIDEO_SUFFIX_LEN (the frame number + extension)
 
 
 def index_path(workdir: str | os.PathLike, name: str) -> Path:
@@ -98,7 +98,7 @@ def _normalised(name: str) -> str:
 
 def walk_folder(folder: str | os.PathLike) -> list[tuple[str, str]]:
     """[(modality, posix path relative to folder)] by the layout rules, sorted."""
-    from input_pipeline import raw_query
+    from input_pipeline.fgxmedia import raw_query
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f'--folder {folder}: no such directory')
@@ -129,7 +129,7 @@ def folder_gallery(config: Any, trainer: Any, variables: Mapping, step: int,
                    folder: str | os.PathLike) -> gallery_lib.Gallery:
     """The gallery of every file of `folder` (layout rules in the module docstring)."""
     from dcinet_jax import checkpoints
-    from input_pipeline import items, raw_query
+    from input_pipeline.fgxmedia import items, raw_query
     root = Path(folder).absolute()
     labels_by_name = {_normalised(n): k for k, n in enumerate(items.class_names(config))}
     groups: dict[str, dict[str, list]] = {}
@@ -174,7 +174,7 @@ def build_index(config: Any, workdir: str | os.PathLike, *, split: str | None = 
         split = split or DEFAULT_SPLIT
         g = gallery_lib.gallery_from_variables(config, trainer.method, trainer.eval_model,
                                                variables, step=step, split=split)
-    from input_pipeline import items
+    from input_pipeline.fgxmedia import items
     g.meta['class_names'] = items.class_names(config)
     if not folder:
         g.meta['source']['root'] = prepared_root(config)
@@ -184,7 +184,7 @@ def build_index(config: Any, workdir: str | os.PathLike, *, split: str | None = 
 
 def prepared_root(config: Any) -> str | None:
     """The manual dir `dcinet prepare` recorded for the config's prepared variant."""
-    from input_pipeline import fingerprint, pipeline
+    from input_pipeline.fgxmedia import fingerprint, pipeline
     info = fingerprint.read_info(os.fspath(pipeline.load_builder(config).data_dir)) or {}
     return info.get('settings', {}).get('manual_dir')
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from input_pipeline import audio as audio_lib
+from input_pipeline.fgxmedia import audio as audio_lib
 from input_pipeline.demo_layout import generate_and_report, write_file, write_split_lists
 from input_pipeline.spec import MODALITIES, MODALITY_IDS, SPLITS
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from input_pipeline import audio as audio_lib
+from input_pipeline.fgxmedia import audio as audio_lib
 from input_pipeline import demo, demo_layout
 from input_pipeline.spec import MODALITY_IDS, SPLITS
 

@@ -28,7 +28,7 @@ def demo_raw_dir(tmp_path_factory):
 @pytest.fixture(scope='session')
 def demo_prepared_dir(demo_raw_dir, tmp_path_factory, test_config):
     """`dcinet prepare` output of demo_raw_dir for configs/test.py (read-only for tests)."""
-    from input_pipeline import prepare
+    from input_pipeline.fgxmedia import prepare
     out = tmp_path_factory.mktemp('demo_prepared')
     prepare.prepare(demo_raw_dir, out, test_config.data, progress=False)
     return out

@@ -1,4 +1,4 @@
-"""input_pipeline/audio.py: loading, |STFT| in dB, the spectrogram image."""
+"""input_pipeline/fgxmedia/audio.py: loading, |STFT| in dB, the spectrogram image."""
 
 import matplotlib
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from input_pipeline import audio
+from input_pipeline.fgxmedia import audio
 from input_pipeline.errors import DecodeError
 
 SR = 22050

@@ -11,7 +11,8 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestCentroid
 
-from input_pipeline import audio, demo, images, lists, text
+from input_pipeline.fgxmedia import audio, images, lists, text
+from input_pipeline import demo
 
 K, PER_CLASS = 4, 6    # tests/conftest.py's demo_raw_dir
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from input_pipeline import demo_hard, lists, prepare
+from input_pipeline import demo_hard
+from input_pipeline.fgxmedia import lists, prepare
 
 K, PER_CLASS, TEST_PER_CLASS = 4, 10, 8
 

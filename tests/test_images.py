@@ -1,4 +1,4 @@
-"""input_pipeline/images.py: decoding to RGB and the square resize + centre crop."""
+"""input_pipeline/fgxmedia/images.py: decoding to RGB and the square resize + centre crop."""
 
 import io
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from input_pipeline import images
+from input_pipeline.fgxmedia import images
 from input_pipeline.errors import DecodeError
 
 

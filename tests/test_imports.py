@@ -14,7 +14,7 @@ ACCELERATOR_SIDE = ('dcinet_jax.models', 'dcinet_jax.train_step', 'dcinet_jax.st
                     'dcinet_jax.evaluate', 'dcinet_jax.evaluators.fgxmedia',
                     'dcinet_jax.checkpoints', 'dcinet_jax.perf.bench',
                     'dcinet_jax.perf.profiling', 'input_pipeline.spec',
-                    'input_pipeline.samplers', 'input_pipeline.encode')
+                    'input_pipeline.samplers', 'input_pipeline.fgxmedia.encode')
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

@@ -1,11 +1,11 @@
-"""input_pipeline/lists.py: list parsing, validation errors, the path rule."""
+"""input_pipeline/fgxmedia/lists.py: list parsing, validation errors, the path rule."""
 
 import pickle
 from pathlib import Path
 
 import pytest
 
-from input_pipeline import lists
+from input_pipeline.fgxmedia import lists
 from input_pipeline.errors import DataError, ListFormatError
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from input_pipeline import images, lists
+from input_pipeline.fgxmedia import images, lists
 
 # TF's decode_and_crop_jpeg (ISLOW IDCT, 4:4:4 so no chroma upsampling) and PIL decode
 # the same JPEG to the same pixels; allow 1 level for libjpeg version differences.
@@ -39,7 +39,7 @@ def cfg(test_config, demo_prepared_dir):
 def stored(test_config, demo_prepared_dir):
     """Per modality: train items as PIL-decoded full images (or text ids) and labels."""
     import tensorflow_datasets as tfds
-    from input_pipeline import encode, fg_xmedia
+    from input_pipeline.fgxmedia import encode, builder as fg_xmedia
     b = fg_xmedia.FgXMedia(data_dir=str(demo_prepared_dir), config=fg_xmedia.make_config(
         encode.StoreSpec.from_data_config(test_config.data)))
     out = {}
@@ -82,7 +82,7 @@ def _assert_batches_equal(a, b):
 
 
 def test_shapes_dtypes_and_contents(cfg, stored):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     S, L, b = cfg.data.image_size, cfg.data.text_length, cfg.data.batch_per_modality
     it = pipeline.create_train_iterator(cfg, process_index=0, process_count=1)
     for batch in _take(it, 2):
@@ -103,7 +103,7 @@ def test_shapes_dtypes_and_contents(cfg, stored):
 
 
 def test_missing_prepared_data_names_directory(test_config, tmp_path):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = _cfg(test_config, tmp_path / 'nothing_here')
     with pytest.raises(FileNotFoundError, match='dcinet prepare') as info:
         pipeline.create_train_iterator(c, process_index=0, process_count=1)
@@ -111,7 +111,7 @@ def test_missing_prepared_data_names_directory(test_config, tmp_path):
 
 
 def test_batch_must_split_over_processes(cfg):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     with pytest.raises(ValueError, match='multiple of the process count'):
         pipeline.create_train_iterator(cfg, process_index=0, process_count=3)
 
@@ -119,7 +119,7 @@ def test_batch_must_split_over_processes(cfg):
 @pytest.fixture(scope='module')
 def short_text_dir(demo_raw_dir, test_config, tmp_path_factory):
     """The demo with the text train list cut to 17 items (so text is the shortest)."""
-    from input_pipeline import prepare
+    from input_pipeline.fgxmedia import prepare
     raw = tmp_path_factory.mktemp('short_raw')
     for m in ('image', 'audio', 'text'):
         entries = lists.read_list(demo_raw_dir, m, 'train')
@@ -139,7 +139,7 @@ def short_text_dir(demo_raw_dir, test_config, tmp_path_factory):
 
 
 def test_epoch_ends_with_shortest_modality(test_config, short_text_dir, stored):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     raw, out = short_text_dir
     c = _cfg(test_config, out)
     b = c.data.batch_per_modality
@@ -165,7 +165,7 @@ def test_epoch_ends_with_shortest_modality(test_config, short_text_dir, stored):
 
 @pytest.mark.parametrize('aligned', [False, True])
 def test_deterministic_for_a_seed_and_seed_dependent(cfg, aligned):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = cfg.copy_and_resolve_references()
     c.data.class_aligned = aligned
     c.data.augment = True
@@ -182,7 +182,7 @@ def test_deterministic_for_a_seed_and_seed_dependent(cfg, aligned):
 
 @pytest.mark.parametrize('aligned', [False, True])
 def test_process_shards_are_disjoint_and_cover_the_batch(cfg, stored, aligned):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = cfg.copy_and_resolve_references()
     c.data.class_aligned = aligned
     c.data.augment = True
@@ -210,7 +210,7 @@ def test_process_shards_are_disjoint_and_cover_the_batch(cfg, stored, aligned):
 
 @pytest.mark.parametrize('aligned', [False, True])
 def test_resume_matches_uninterrupted_run(cfg, aligned):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = cfg.copy_and_resolve_references()
     c.data.class_aligned = aligned
     c.data.augment = True
@@ -224,7 +224,7 @@ def test_resume_matches_uninterrupted_run(cfg, aligned):
 
 
 def test_class_aligned_batches(cfg):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = cfg.copy_and_resolve_references()
     c.data.class_aligned = True
     P, b = c.data.classes_per_batch, c.data.batch_per_modality
@@ -242,7 +242,7 @@ def test_class_aligned_batches(cfg):
 
 
 def test_text_shift_range(cfg):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = cfg.copy_and_resolve_references()
     n = 12
     plain = _take(pipeline.create_train_iterator(c, process_index=0, process_count=1), n)
@@ -261,7 +261,7 @@ def test_text_shift_range(cfg):
 
 
 def test_augment_is_a_random_crop_and_flip(cfg, stored):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = cfg.copy_and_resolve_references()
     S, R = c.data.image_size, c.data.resize_size
     n = 6
@@ -286,7 +286,7 @@ def test_augment_is_a_random_crop_and_flip(cfg, stored):
 
 
 def test_eval_covers_each_item_once(test_config, demo_prepared_dir, demo_raw_dir):
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = _cfg(test_config, demo_prepared_dir, modalities=('image', 'audio', 'text', 'video'))
     eb = c.data.eval_batch_size
     its = pipeline.create_eval_iterators(c, 'test')
@@ -315,7 +315,7 @@ def test_eval_covers_each_item_once(test_config, demo_prepared_dir, demo_raw_dir
 
 def test_eval_inputs_match_reference_preprocessing(test_config, demo_prepared_dir, demo_raw_dir):
     """End to end: stored resize + pipeline centre crop ~ images.load_image."""
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = _cfg(test_config, demo_prepared_dir, modalities=('image',))
     d = c.data
     entries = lists.read_list(demo_raw_dir, 'image', 'test')
@@ -332,7 +332,7 @@ def test_eval_inputs_match_reference_preprocessing(test_config, demo_prepared_di
 def test_num_classes_below_the_labels_is_refused(test_config, demo_prepared_dir):
     """Labels 3 with num_classes=3 would become all-zero one-hots: refused when the
     data is first read, naming the split and the label."""
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = _cfg(test_config, demo_prepared_dir, num_classes=3)
     want = 'image_train holds label 3 but data.num_classes=3 (labels must be < num_classes)'
     with pytest.raises(ValueError) as info:
@@ -353,7 +353,7 @@ def test_label_check_uses_the_record_and_reads_labels_without_it(test_config, de
                                                                  tmp_path):
     import json
 
-    from input_pipeline import fingerprint, pipeline, prepare
+    from input_pipeline.fgxmedia import fingerprint, pipeline, prepare
     pdir = prepare.prepared_dir(demo_prepared_dir, test_config.data)
     info = json.loads((pdir / fingerprint.INFO_FILE).read_text())
     assert info['num_classes'] == test_config.data.num_classes == 4

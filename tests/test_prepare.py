@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from input_pipeline import audio, images, lists, text
+from input_pipeline.fgxmedia import audio, images, lists, text
 from input_pipeline.errors import DataError, DecodeError, ListFormatError
 
 # Stored images are JPEG (quality 95, 4:4:4) of the exact resized array. On the demo
@@ -26,7 +26,7 @@ def _psnr(a, b):
 
 
 def _builder(data_dir, data_config):
-    from input_pipeline import encode, fg_xmedia
+    from input_pipeline.fgxmedia import encode, builder as fg_xmedia
     return fg_xmedia.FgXMedia(data_dir=os.fspath(data_dir), config=fg_xmedia.make_config(
         encode.StoreSpec.from_data_config(data_config)))
 
@@ -37,7 +37,7 @@ def _examples(builder, split):
 
 
 def test_builder_config_name_is_deterministic(test_config):
-    from input_pipeline import encode
+    from input_pipeline.fgxmedia import encode
     spec = encode.StoreSpec.from_data_config(test_config.data)
     assert spec.name == 'r72_t64_lower_space_whole'
     assert encode.StoreSpec(512, 448, 'original', 'last_line').name == 'r512_t448_original_last_line'
@@ -47,7 +47,7 @@ def test_paper_and_custom_variants_share_a_data_dir(tmp_path):
     """The paper's variant is the registered config; others are custom: both resolve to
     their own directory (and may be built twice in one process)."""
     from configs import dcinet_fgxmedia
-    from input_pipeline import prepare
+    from input_pipeline.fgxmedia import prepare
     d = dcinet_fgxmedia.get_config().data
     for resize in (512, 512, 256, 256):
         d.resize_size = resize
@@ -132,7 +132,7 @@ def _add_bad(root: Path, kind: str) -> tuple[str, str, str]:
 
 @pytest.mark.parametrize('kind', ['corrupt_jpeg', 'bad_audio', 'empty_text', 'missing'])
 def test_fail_names_the_bad_item(kind, demo_raw_dir, test_config, tmp_path):
-    from input_pipeline import prepare
+    from input_pipeline.fgxmedia import prepare
     raw = _small_raw(Path(demo_raw_dir), tmp_path / 'raw')
     m, rel, why = _add_bad(raw, kind)
     with pytest.raises(DataError) as info:
@@ -151,7 +151,7 @@ def test_fail_names_the_bad_item(kind, demo_raw_dir, test_config, tmp_path):
 
 def test_skip_reports_and_excludes_bad_items_and_rerun_is_fast(demo_raw_dir, test_config,
                                                              tmp_path, monkeypatch):
-    from input_pipeline import encode, prepare
+    from input_pipeline.fgxmedia import encode, prepare
     raw = _small_raw(Path(demo_raw_dir), tmp_path / 'raw')
     bad = [_add_bad(raw, k) for k in ('corrupt_jpeg', 'bad_audio', 'empty_text', 'missing')]
     out = tmp_path / 'out'
@@ -189,7 +189,7 @@ def test_skip_reports_and_excludes_bad_items_and_rerun_is_fast(demo_raw_dir, tes
 
 def test_process_pool_gives_the_same_bytes(demo_raw_dir, test_config, tmp_path):
     """The spawned-process pool (used for real data sets) stores what threads store."""
-    from input_pipeline import prepare
+    from input_pipeline.fgxmedia import prepare
     raw = _small_raw(Path(demo_raw_dir), tmp_path / 'raw', n=2)
     shutil.rmtree(raw / 'list' / 'audio')  # keep the test short: image and text only
     outs = {}

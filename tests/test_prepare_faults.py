@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_prepare import _builder, _examples, _small_raw
 
-from input_pipeline import fingerprint, lists, prepare, text
+from input_pipeline.fgxmedia import fingerprint, lists, prepare, text
 from input_pipeline.errors import DataError, DecodeError, ListFormatError
 
 CONFIG_FILE = str(Path(__file__).resolve().parents[1] / 'configs' / 'test.py')

@@ -65,7 +65,7 @@ def _overrides(config):
 
 def test_gallery_round_trip_lines_up_with_items(config, workdir, tmp_path):
     from dcinet_jax import gallery
-    from input_pipeline import items
+    from input_pipeline.fgxmedia import items
     g = gallery.compute_gallery(config, workdir, step=0)
     assert g.step == 0 and set(g.modalities) == set(config.data.modalities)
     for m, part in g.modalities.items():
@@ -89,7 +89,7 @@ def test_gallery_round_trip_lines_up_with_items(config, workdir, tmp_path):
 
 def _eval_rows(config, modality):
     """{list index: model input} of the prepared test split, via the eval iterator."""
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     c = config.copy_and_resolve_references()
     c.data.modalities = (modality,)
     rows = {}
@@ -107,7 +107,7 @@ def _eval_rows(config, modality):
     ('video', (0,)),       # a frame, preprocessed as every image-like item
 ])
 def test_raw_file_preprocessing_equals_prepared_path(config, demo_raw_dir, modality, picks):
-    from input_pipeline import lists, raw_query
+    from input_pipeline.fgxmedia import lists, raw_query
     entries = lists.read_list(demo_raw_dir, modality, 'test', num_classes=4)
     rows = _eval_rows(config, modality)
     for i in picks:
@@ -126,7 +126,7 @@ def test_raw_file_preprocessing_equals_prepared_path(config, demo_raw_dir, modal
 def test_search_builds_default_index_and_finds_the_query_first(config, workdir, demo_raw_dir,
                                                                capsys):
     from dcinet_jax import gallery
-    from input_pipeline import items, lists
+    from input_pipeline.fgxmedia import items, lists
     entries = {m: lists.read_list(demo_raw_dir, m, 'test', num_classes=4)[k]
                for m, k in (('image', 9), ('audio', 14), ('text', 20))}
     queries = {m: lists.resolve_path(demo_raw_dir, e) for m, e in entries.items()}
@@ -166,7 +166,7 @@ def test_search_builds_default_index_and_finds_the_query_first(config, workdir, 
 
 def test_index_of_another_checkpoint_is_refused(config, workdir, demo_raw_dir):
     from dcinet_jax import gallery
-    from input_pipeline import lists
+    from input_pipeline.fgxmedia import lists
     query = lists.resolve_path(demo_raw_dir, lists.read_list(demo_raw_dir, 'text', 'test')[0])
     err, _ = _cli('index', '--workdir', str(workdir), '--step', '0', *_overrides(config))
     assert err is None, err
@@ -188,7 +188,7 @@ def test_index_of_another_checkpoint_is_refused(config, workdir, demo_raw_dir):
 def test_folder_index_by_layout(config, workdir, demo_raw_dir, tmp_path):
     """A folder of raw files: modality by extension, spectrogram images under audio/,
     video frames grouped per video under video/; labels from the class folders."""
-    from input_pipeline import lists
+    from input_pipeline.fgxmedia import lists
     folder = tmp_path / 'mine'
     picks = {'image': (0, 13), 'audio': (2, 18), 'text': (7,), 'video': (0, 1, 2, 9)}
     copied = {}

@@ -1,9 +1,10 @@
-"""input_pipeline/text.py: alphabets, encoding, file reading, position shift."""
+"""input_pipeline/fgxmedia/text.py: alphabets, encoding, file reading, position shift."""
 
 import numpy as np
 import pytest
 
-from input_pipeline import spec, text
+from input_pipeline import spec
+from input_pipeline.fgxmedia import text
 from input_pipeline.errors import DecodeError
 
 

@@ -4,7 +4,7 @@
 the evaluator's own features, restored as `dcinet eval` restores), reads the results
 file of that step (or scores the features with the evaluator when there is none),
 analyses every task (`analysis`), draws the figures (`plots`), writes thumbnails of the
-shown items (`thumbnails`, payloads from `input_pipeline.items`) and the page (`page`).
+shown items (`thumbnails`, payloads from `input_pipeline.fgxmedia.items`) and the page (`page`).
 `write_report` does the part after the features, for features from anywhere.
 
 Layout of the output folder (default WORKDIR/report):
@@ -52,7 +52,7 @@ def build_report(config: Any, workdir: str | Path, *, out: str | Path | None = N
         results = {'step': gallery.step, **fgxmedia.evaluate(features, config=config)}
         source = ('No results file for this step in the workdir: scored here by the '
                   'FG-XMedia evaluator with config.eval.')
-    from input_pipeline import items
+    from input_pipeline.fgxmedia import items
     return write_report(
         Path(out) if out is not None else workdir / 'report', features=features,
         ids={m: p.ids for m, p in gallery.modalities.items()},
@@ -89,7 +89,7 @@ def write_report(out: Path, *, features: Mapping[str, tuple[np.ndarray, np.ndarr
     """The report of `features` = {modality: (features, labels)} in folder `out`.
 
     ids: each modality's item ids (row order of the features); read_items(modality):
-    that modality's items (`input_pipeline.items.Item`) in the same order; results:
+    that modality's items (`input_pipeline.fgxmedia.items.Item`) in the same order; results:
     the evaluator's results dict shown in the tables. Returns out/index.html.
     """
     if top_k < 1 or num_queries < 0:

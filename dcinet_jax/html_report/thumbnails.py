@@ -1,6 +1,6 @@
 """Small files that show a test item on the report page.
 
-An item's payload is what `input_pipeline.items.read_items` returns: the stored JPEG
+An item's payload is what `input_pipeline.fgxmedia.items.read_items` returns: the stored JPEG
 bytes of an image or audio spectrogram, the list of frame JPEGs of a video, or the
 decoded text of a text item. Images and spectrograms become a JPEG at most THUMB_PX on a
 side; a video becomes one strip of up to VIDEO_KEYFRAMES evenly spaced frames (first to

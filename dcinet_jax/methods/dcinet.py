@@ -89,12 +89,12 @@ def examples_per_step(config: Any) -> int:
 
 
 def steps_per_epoch(config: Any, process_count: int) -> int:
-    from input_pipeline import pipeline  # TensorFlow only where data is read
+    from input_pipeline.fgxmedia import pipeline  # TensorFlow only where data is read
     return pipeline.steps_per_epoch(config, process_count)
 
 
 def train_batches(config: Any, *, start_step: int) -> Iterator[dict]:
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     return pipeline.create_train_iterator(config, start_step=start_step)
 
 
@@ -119,7 +119,7 @@ def synthetic_batch(rng: jax.Array, config: Any) -> dict:
 def eval_outputs(model, variables, config) -> dict:
     """{modality: (features [N, D], labels [N])} over the test split, in list order."""
     from dcinet_jax.evaluators import features
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     return features.extract_features(model, variables,
                                      pipeline.create_eval_iterators(config, 'test'),
                                      feature=config.eval.feature, progress=True)

@@ -33,8 +33,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from input_pipeline import encode, errors, lists
-from input_pipeline.encode import StoreSpec
+from input_pipeline.fgxmedia import encode, lists
+from input_pipeline import errors
+from input_pipeline.fgxmedia.encode import StoreSpec
 from input_pipeline.spec import MODALITY_IDS, SPLITS
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -48,7 +49,7 @@ Layout (as the public FGCrossNet reference code reads it):
   ROOT/text/...              one text file per sample
   ROOT/video/...             video frames as images (optional)
 A modality is prepared when its list folder exists. List paths are relative to ROOT or
-to the modality folder (see input_pipeline/lists.py).
+to the modality folder (see input_pipeline/fgxmedia/lists.py).
 """
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from input_pipeline import audio, images, lists
-from input_pipeline.encode import StoreSpec, encode_entry
+from input_pipeline.fgxmedia import audio, images, lists
+from input_pipeline.fgxmedia.encode import StoreSpec, encode_entry
 from input_pipeline.errors import DataError
 
 TEXT_EXTENSIONS = ('.txt',)
@@ -62,7 +62,7 @@ def decode_for_eval(encoded: dict, modality: str, config: Any) -> np.ndarray:
     """The eval iterator's decode of stored bytes: uint8[S, S, 3] or int32[L]."""
     import tensorflow as tf
 
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     decode = pipeline._decode_fn(config, modality, train=False)  # noqa: SLF001 - same package
     value = encoded['text'] if modality == 'text' else encoded['image']
     return np.asarray(decode(tf.constant(value), None))

@@ -55,8 +55,9 @@ try:
 except RuntimeError:  # TF already initialised its devices; nothing left to hide
     pass
 
-from input_pipeline import fg_xmedia, fingerprint, samplers  # noqa: E402
-from input_pipeline.encode import StoreSpec  # noqa: E402
+from input_pipeline.fgxmedia import builder as fg_xmedia, fingerprint  # noqa: E402
+from input_pipeline import samplers
+from input_pipeline.fgxmedia.encode import StoreSpec  # noqa: E402
 from input_pipeline.spec import TEXT_SHIFTS, center_offset  # noqa: E402
 
 FLIP_MODALITIES = ('image', 'video')

@@ -21,7 +21,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from input_pipeline import text as text_lib
+from input_pipeline.fgxmedia import text as text_lib
 
 # Modalities whose ids name the class folder most reliably first: several audio folders
 # of the real release are misspelled, so audio comes last.
@@ -49,7 +49,7 @@ class Item:
 
 def _records(config: Any, split: str, modality: str, fields: tuple[str, ...]):
     """Numpy records of the prepared (modality, split) in stored (= list) order."""
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     builder = pipeline.load_builder(config)
     name = pipeline._split_name(builder, modality, split)  # noqa: SLF001 - same package
     ds = builder.as_dataset(split=name, shuffle_files=False)
@@ -93,7 +93,7 @@ def class_names(config_or_root: Any) -> list[str]:
     config = config_or_root
     n = int(config.data.num_classes)
     found: dict[int, str] = {}
-    from input_pipeline import pipeline
+    from input_pipeline.fgxmedia import pipeline
     builder = pipeline.load_builder(config)
     for modality in _NAME_SOURCES:
         for split in ('test', 'train'):
@@ -103,7 +103,7 @@ def class_names(config_or_root: Any) -> list[str]:
                      for r in _records(config, split, modality, ('id', 'label')))
             _add_folder_names(found, pairs)
     if len(found) < n:
-        from input_pipeline import fingerprint
+        from input_pipeline.fgxmedia import fingerprint
         info = fingerprint.read_info(os.fspath(builder.data_dir)) or {}
         root = info.get('settings', {}).get('manual_dir')
         if root:
@@ -135,7 +135,7 @@ def _read_classes_file(root: Path) -> list[str]:
 
 def _names_from_root(root: Path) -> list[str]:
     """Class names of a raw FG-XMedia root: list paths' folders, then classes.txt."""
-    from input_pipeline import lists
+    from input_pipeline.fgxmedia import lists
     from input_pipeline.spec import SPLITS
     found: dict[int, str] = {}
     top = -1

@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from input_pipeline import encode, fingerprint
-from input_pipeline.encode import StoreSpec
+from input_pipeline.fgxmedia import encode, fingerprint
+from input_pipeline.fgxmedia.encode import StoreSpec
 from input_pipeline.spec import MODALITIES, SPLITS, TEXT_ERRORS
 
 ON_ERROR = ('fail', 'skip')
@@ -39,7 +39,7 @@ SKIPPED_REPORT = 'skipped.tsv'
 
 def prepared_dir(data_dir: str | os.PathLike, data_config: Any) -> Path:
     """Where `prepare` writes the variant of `data_config` (the TFDS version dir)."""
-    from input_pipeline import fg_xmedia
+    from input_pipeline.fgxmedia import builder as fg_xmedia
     return (Path(data_dir) / fg_xmedia.FgXMedia.name / StoreSpec.from_data_config(data_config).name
             / str(fg_xmedia.FgXMedia.VERSION))
 
@@ -67,7 +67,7 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_con
                                 'folder (expected list/<modality>/{train,test}.txt)')
     import tensorflow_datasets as tfds
 
-    from input_pipeline import fg_xmedia
+    from input_pipeline.fgxmedia import builder as fg_xmedia
 
     out_dir = prepared_dir(data_dir, data_config)
     settings = {'manual_dir': str(manual_dir.resolve()), 'on_error': on_error,

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from input_pipeline import lists
+from input_pipeline.fgxmedia import lists
 from input_pipeline.errors import DataError, DecodeError
 
 # JPEG quality of the stored images. 95 with 4:4:4 chroma (no subsampling) keeps the
@@ -72,7 +72,7 @@ def encode_entry(root: str, entry: lists.ListEntry, spec: StoreSpec, *,
     Raises DataError (usually DecodeError) naming the file; a missing file raises
     ListFormatError naming the list file and line.
     """
-    from input_pipeline import audio, images, text  # light modules, imported in workers
+    from input_pipeline.fgxmedia import audio, images, text  # light modules, imported in workers
 
     path = lists.resolve_path(root, entry)
     if entry.modality == 'text':
