@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from input_pipeline.av_features import FILE_NAMES
+from input_pipeline.vegas_ave.reader import FILE_NAMES
 
 
 # name: (classes, visual width, audio width) of the real files

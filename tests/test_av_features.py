@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import dsffn_test
-from input_pipeline import av_features as av
+from input_pipeline.vegas_ave import reader as av
 from input_pipeline import av_demo
 
 

@@ -2,7 +2,7 @@
 
 Everything method-specific is here (docs/dsffn.md): the model (`models/dsffn.py`), the
 loss, the optimizer with its two parameter groups, the in-memory data path over the h5
-file (`input_pipeline/av_features.py`) and the evaluation outputs consumed by the
+file (`input_pipeline/vegas_ave/reader.py`) and the evaluation outputs consumed by the
 'audiovisual' evaluator.
 
 Loss (reference form, docs/dsffn.md#losses), over a batch of aligned pairs:
@@ -138,7 +138,7 @@ def examples_per_step(config: Any) -> int:
 
 def load_data(config: Any):
     """The config's feature file, checked against the model's input widths."""
-    from input_pipeline import av_features
+    from input_pipeline.vegas_ave import reader as av_features
     data = av_features.load(config.data)
     want = (int(config.data.visual_dim), int(config.data.audio_dim))
     if (data.visual_dim, data.audio_dim) != want:
@@ -149,13 +149,13 @@ def load_data(config: Any):
 
 
 def steps_per_epoch(config: Any, process_count: int) -> int:
-    from input_pipeline import av_features
+    from input_pipeline.vegas_ave import reader as av_features
     return av_features.steps_per_epoch(len(load_data(config).train),
                                        int(config.data.batch_per_modality))
 
 
 def train_batches(config: Any, *, start_step: int) -> Iterator[dict]:
-    from input_pipeline import av_features
+    from input_pipeline.vegas_ave import reader as av_features
     return av_features.train_batches(
         load_data(config).train, global_batch=int(config.data.batch_per_modality),
         seed=int(config.seed), shuffle=bool(config.data.shuffle), start_step=start_step,
