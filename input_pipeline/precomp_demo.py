@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from input_pipeline import captions as caps_lib
-from input_pipeline.precomp import CAPTIONS_PER_IMAGE, file_names
+from input_pipeline.precomp import captions as caps_lib
+from input_pipeline.precomp.reader import CAPTIONS_PER_IMAGE, file_names
 
 GROUPS: dict[str, tuple[str, ...]] = {
     'colour': ('red', 'blue', 'green', 'yellow', 'black', 'white', 'orange', 'purple',

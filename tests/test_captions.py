@@ -1,4 +1,4 @@
-"""Caption tokenizer, SCAN-schema vocabulary and padding (input_pipeline/captions.py)."""
+"""Caption tokenizer, SCAN-schema vocabulary and padding (input_pipeline/precomp/captions.py)."""
 
 import json
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from input_pipeline import captions as C
+from input_pipeline.precomp import captions as C
 
 
 @pytest.mark.parametrize('caption, tokens', [

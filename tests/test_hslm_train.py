@@ -39,7 +39,7 @@ def _config(data_dir, **data):
 
 
 def test_vocab_and_region_shape_come_from_the_data(demo_dir, tmp_path):
-    from input_pipeline import captions, precomp
+    from input_pipeline.precomp import captions, reader as precomp
     train = precomp.open_split(demo_dir, 'train')
     built = captions.Vocab.build(train.captions, min_count=4)
     c = _config(demo_dir)
@@ -102,7 +102,7 @@ def test_learning_rate_drops_at_the_configured_epoch(demo_dir):
     c = _config(demo_dir)
     c.optim.decay_epoch = 2
     spe = hslm.steps_per_epoch(c, 1)
-    from input_pipeline import precomp
+    from input_pipeline.precomp import reader as precomp
     assert spe == precomp.open_split(demo_dir, 'train').num_captions // 8
     lr = hslm.learning_rate(c)
     assert float(lr(2 * spe - 1)) == pytest.approx(c.optim.learning_rate)

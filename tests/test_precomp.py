@@ -1,5 +1,5 @@
 """Precomp image-text reader, training/eval batches and the demo generator
-(input_pipeline/precomp.py, precomp_demo.py)."""
+(input_pipeline/precomp/reader.py, precomp_demo.py)."""
 
 import dataclasses
 import math
@@ -9,8 +9,8 @@ import resource
 import numpy as np
 import pytest
 
-from input_pipeline import captions as C
-from input_pipeline import precomp as P
+from input_pipeline.precomp import captions as C
+from input_pipeline.precomp import reader as P
 from input_pipeline import precomp_demo
 from input_pipeline.errors import DataError
 

@@ -2,7 +2,7 @@
 
 Everything method-specific is here (docs/hslm.md): the model (`models/hslm.py`), the
 hardest-negative triplet loss over the global batch, Adam with clipping and one step
-decay, the SCAN-"precomp" data path (`input_pipeline/precomp.py`, `captions.py`) and
+decay, the SCAN-"precomp" data path (`input_pipeline/precomp/reader.py`, `captions.py`) and
 the score matrices consumed by the 'recall' evaluator.
 
 What comes from the data rather than the config (`resolve`): the vocabulary size (the
@@ -47,7 +47,7 @@ INIT_LENGTH = 8          # caption length used to create the variables (any leng
 @functools.lru_cache(maxsize=4)
 def _vocab(data_dir: str, vocab_path: str, min_count: int, train_split: str = 'train'):
     """The vocab JSON, or one built from the train captions (deterministic)."""
-    from input_pipeline import captions, precomp
+    from input_pipeline.precomp import captions, reader as precomp
     if vocab_path:
         return captions.Vocab.load(vocab_file(data_dir, vocab_path))
     train = precomp.open_split(data_dir, train_split)
@@ -78,13 +78,13 @@ def _vocab_key(config: Any) -> tuple:
 
 @functools.lru_cache(maxsize=8)
 def _split(data_dir: str, name: str):
-    from input_pipeline import precomp
+    from input_pipeline.precomp import reader as precomp
     return precomp.open_split(data_dir, name)
 
 
 @functools.lru_cache(maxsize=8)
 def _tokens(data_dir: str, name: str, vocab_key: tuple, max_length: int | None):
-    from input_pipeline import precomp
+    from input_pipeline.precomp import reader as precomp
     vocab_obj = _vocab(*vocab_key)
     return precomp.encode_captions(_split(data_dir, name), vocab_obj, max_length=max_length)
 
@@ -205,7 +205,7 @@ def loss_fn(params, variables, batch, rng, *, model, config, step, axis_name=Non
 # ----------------------------------------------------------------------------- optimisation
 
 def steps_per_epoch(config: Any, process_count: int = 1) -> int:
-    from input_pipeline import precomp
+    from input_pipeline.precomp import reader as precomp
     split, _, _ = split_tokens(config, str(config.data.train_split))
     return precomp.num_train_steps_per_epoch(len(split.caption_image),
                                              int(config.data.batch_per_modality))
@@ -251,7 +251,7 @@ def examples_per_step(config: Any) -> int:
 
 
 def train_batches(config: Any, *, start_step: int) -> Iterator[dict]:
-    from input_pipeline import precomp
+    from input_pipeline.precomp import reader as precomp
     split, tokens, lengths = split_tokens(config, str(config.data.train_split))
     return precomp.train_batches(
         split, tokens, lengths, batch_size=int(config.data.batch_per_modality),
@@ -316,7 +316,7 @@ def encode_split(model, variables, arrays, *, batch_size: int):
 @functools.lru_cache(maxsize=4)
 def _eval_arrays(data_dir: str, name: str, vocab_key: tuple, max_images: int | None,
                  max_length: int | None):
-    from input_pipeline import precomp
+    from input_pipeline.precomp import reader as precomp
     return precomp.eval_arrays(_split(data_dir, name), _vocab(*vocab_key),
                                max_images=max_images, max_length=max_length)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import captions as caps_lib
+from input_pipeline.precomp import captions as caps_lib
 from input_pipeline import samplers
 from input_pipeline.errors import DataError
 
