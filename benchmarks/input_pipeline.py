@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument('--peer_images', type=int, default=100)
     args = p.parse_args(argv)
 
-    from input_pipeline import demo
+    from input_pipeline.demo import fgxmedia as demo
     from input_pipeline.fgxmedia import prepare
     work = Path(args.work_dir)
     raw, data = work / f'raw_{args.num_classes}x{args.per_class}', work / 'prepared'

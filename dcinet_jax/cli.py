@@ -131,17 +131,17 @@ def demo_data(argv):
         sys.exit(f'dcinet demo-data: --difficulty={fv.difficulty} exists for --format=fgxmedia '
                  f'only, not {fv.format}')
     if fv.format == 'fgxmedia' and fv.difficulty == 'hard':
-        from input_pipeline import demo_hard
+        from input_pipeline.demo import fgxmedia_hard as demo_hard
         demo_hard.hard_demo_main(fv.out, fv.classes or 10, fv.per_class or 30, fv.seed)
     elif fv.format == 'fgxmedia':
-        from input_pipeline import demo
+        from input_pipeline.demo import fgxmedia as demo
         demo.demo_main(fv.out, fv.classes or 10, fv.per_class or 12, fv.seed)
     elif fv.format == 'precomp':
-        from input_pipeline import precomp_demo
+        from input_pipeline.demo import precomp as precomp_demo
         precomp_demo.precomp_demo_main(fv.out, fv.classes, fv.per_class, fv.seed,
                                        fv.feature_dim)
     else:
-        from input_pipeline import av_demo
+        from input_pipeline.demo import vegas_ave as av_demo
         av_demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
 
 

@@ -19,7 +19,7 @@ def test_config():
 @pytest.fixture(scope='session')
 def demo_raw_dir(tmp_path_factory):
     """A small generated dataset in the FG-XMedia on-disk layout (read-only for tests)."""
-    from input_pipeline import demo
+    from input_pipeline.demo import fgxmedia as demo
     out = tmp_path_factory.mktemp('demo_raw')
     demo.generate_demo_dataset(out, num_classes=4, per_class=6, seed=0)
     return out

@@ -7,7 +7,7 @@ import pytest
 
 from configs import dsffn_test
 from input_pipeline.vegas_ave import reader as av
-from input_pipeline import av_demo
+from input_pipeline.demo import vegas_ave as av_demo
 
 
 def _write(path, **arrays):

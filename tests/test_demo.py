@@ -1,4 +1,4 @@
-"""input_pipeline/demo.py: layout, determinism, and per-modality learnability."""
+"""input_pipeline/demo/fgxmedia.py: layout, determinism, and per-modality learnability."""
 
 import hashlib
 import io
@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestCentroid
 
 from input_pipeline.fgxmedia import audio, images, lists, text
-from input_pipeline import demo
+from input_pipeline.demo import fgxmedia as demo
 
 K, PER_CLASS = 4, 6    # tests/conftest.py's demo_raw_dir
 

@@ -1,4 +1,4 @@
-"""input_pipeline/demo_hard.py: determinism, the FG-XMedia layout through `prepare`, the
+"""input_pipeline/demo/fgxmedia_hard.py: determinism, the FG-XMedia layout through `prepare`, the
 confusability built into each modality, and the difficulty bound of a short baseline run."""
 
 import collections
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from input_pipeline import demo_hard
+from input_pipeline.demo import fgxmedia_hard as demo_hard
 from input_pipeline.fgxmedia import lists, prepare
 
 K, PER_CLASS, TEST_PER_CLASS = 4, 10, 8

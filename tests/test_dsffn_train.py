@@ -14,7 +14,7 @@ import pytest
 from configs import dsffn_demo, dsffn_test
 from dcinet_jax import evaluators, methods, train
 from dcinet_jax.evaluators import audiovisual
-from input_pipeline import av_demo
+from input_pipeline.demo import vegas_ave as av_demo
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import pytest
 
 from input_pipeline.precomp import captions as C
 from input_pipeline.precomp import reader as P
-from input_pipeline import precomp_demo
+from input_pipeline.demo import precomp as precomp_demo
 from input_pipeline.errors import DataError
 
 

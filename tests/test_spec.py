@@ -1,7 +1,8 @@
 """input_pipeline/spec.py: the constants both sides of the TensorFlow wall import."""
 
 
-from input_pipeline import demo, spec
+from input_pipeline.demo import fgxmedia as demo
+from input_pipeline import spec
 from input_pipeline.fgxmedia import images, lists, text
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from input_pipeline.fgxmedia import audio as audio_lib
-from input_pipeline.demo_layout import generate_and_report, write_file, write_split_lists
+from input_pipeline.demo.layout import generate_and_report, write_file, write_split_lists
 from input_pipeline.spec import MODALITIES, MODALITY_IDS, SPLITS
 
 _COLOURS = ('Crimson', 'Amber', 'Azure', 'Olive', 'Ivory', 'Scarlet', 'Cobalt', 'Ochre',

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from input_pipeline.fgxmedia import audio as audio_lib
-from input_pipeline import demo, demo_layout
+from input_pipeline.demo import fgxmedia as demo, layout as demo_layout
 from input_pipeline.spec import MODALITY_IDS, SPLITS
 
 COLOURS = ('Crimson', 'Azure', 'Olive', 'Amber', 'Violet', 'Teal', 'Ochre', 'Slate',
