@@ -325,7 +325,7 @@ def index(argv):
         flags.DEFINE_string('name', None, 'index name under WORKDIR/index/ (default: the '
                             'split, or folder-<folder name>)', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet index')
-    from dcinet_jax import search_index
+    from dcinet_jax.search import index as search_index
     search_index.index_main(_config(fv), fv.workdir, split=fv.split, folder=fv.folder,
                             step=fv.step, name=fv.name)
 
@@ -347,7 +347,7 @@ def search(argv):
                           flag_values=fv)
         flags.DEFINE_bool('json', False, 'print the results as JSON', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet search')
-    from dcinet_jax import search as search_lib
+    from dcinet_jax.search import query as search_lib
     search_lib.search_main(_config(fv), fv.workdir, fv.query, top_k=fv.top_k,
                            modality=fv.modality, index=fv.index, step=fv.step,
                            query_modality=fv.query_modality, as_json=fv.json)

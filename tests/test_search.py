@@ -64,7 +64,7 @@ def _overrides(config):
 
 
 def test_gallery_round_trip_lines_up_with_items(config, workdir, tmp_path):
-    from dcinet_jax import gallery
+    from dcinet_jax.search import gallery
     from input_pipeline.fgxmedia import items
     g = gallery.compute_gallery(config, workdir, step=0)
     assert g.step == 0 and set(g.modalities) == set(config.data.modalities)
@@ -125,7 +125,7 @@ def test_raw_file_preprocessing_equals_prepared_path(config, demo_raw_dir, modal
 
 def test_search_builds_default_index_and_finds_the_query_first(config, workdir, demo_raw_dir,
                                                                capsys):
-    from dcinet_jax import gallery
+    from dcinet_jax.search import gallery
     from input_pipeline.fgxmedia import items, lists
     entries = {m: lists.read_list(demo_raw_dir, m, 'test', num_classes=4)[k]
                for m, k in (('image', 9), ('audio', 14), ('text', 20))}
@@ -165,7 +165,7 @@ def test_search_builds_default_index_and_finds_the_query_first(config, workdir, 
 
 
 def test_index_of_another_checkpoint_is_refused(config, workdir, demo_raw_dir):
-    from dcinet_jax import gallery
+    from dcinet_jax.search import gallery
     from input_pipeline.fgxmedia import lists
     query = lists.resolve_path(demo_raw_dir, lists.read_list(demo_raw_dir, 'text', 'test')[0])
     err, _ = _cli('index', '--workdir', str(workdir), '--step', '0', *_overrides(config))

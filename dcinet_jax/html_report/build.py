@@ -1,6 +1,6 @@
 """`dcinet report`: a checkpoint's test-set retrieval as a static HTML page.
 
-`build_report(config, workdir)` computes the checkpoint's gallery (`dcinet_jax.gallery`:
+`build_report(config, workdir)` computes the checkpoint's gallery (`dcinet_jax.search.gallery`:
 the evaluator's own features, restored as `dcinet eval` restores), reads the results
 file of that step (or scores the features with the evaluator when there is none),
 analyses every task (`analysis`), draws the figures (`plots`), writes thumbnails of the
@@ -37,7 +37,8 @@ def build_report(config: Any, workdir: str | Path, *, out: str | Path | None = N
     """Writes the report of checkpoint `step` (default: latest) of `workdir`; returns
     the path of its index.html. ValueError (one line) for a method whose evaluator is
     not FG-XMedia retrieval."""
-    from dcinet_jax import gallery as gallery_lib, methods
+    from dcinet_jax.search import gallery as gallery_lib
+    from dcinet_jax import methods
     evaluator = methods.evaluator_name(methods.from_config(config), config)
     if evaluator != _FGXMEDIA:
         raise ValueError(f'config.method={config.method!r} is scored by the {evaluator!r} '

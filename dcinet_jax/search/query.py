@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dcinet_jax import gallery as gallery_lib, search_index
+from dcinet_jax.search import gallery as gallery_lib, index as search_index
 
 ALL = 'all'
 

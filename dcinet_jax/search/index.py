@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dcinet_jax import gallery as gallery_lib
+from dcinet_jax.search import gallery as gallery_lib
 from input_pipeline.spec import MODALITIES
 
 INDEX_DIR = 'index'
