@@ -226,7 +226,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], variables: Mapping[str, An
                        prefix: str | None = None) -> dict[str, Any]:
     """New backbone variables ({'params'[, 'batch_stats']}) filled from a torch state dict.
 
-    `family`: 'resnet', 'vgg' or 'vit' (`dcinet_jax.models.backbones.family`).
+    `family`: 'resnet', 'vgg' or 'vit' (`dcinet_jax.models.backbones.registry.family`).
     `variables` is the backbone subtree; it fixes the expected keys and shapes. When the
     torch classifier does not fit (e.g. the 1000-class ImageNet head vs. 200 classes) or
     is absent, and `skip_head_on_mismatch`, the head keeps its current values and a

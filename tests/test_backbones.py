@@ -23,8 +23,8 @@ from configs import backbones as backbone_configs
 from dcinet_jax import pretrained
 from dcinet_jax.methods import dcinet as dcinet_method
 from dcinet_jax.models import build_model, init_variables
-from dcinet_jax.models.vgg import VGG, VGG_CFGS
-from dcinet_jax.models.vit import ViT
+from dcinet_jax.models.backbones.vgg import VGG, VGG_CFGS
+from dcinet_jax.models.backbones.vit import ViT
 
 torch.manual_seed(0)
 TOL = dict(rtol=2e-4, atol=2e-4)
@@ -444,7 +444,7 @@ def test_vit_config_cut_points_and_grid():
 
 def test_vit_layer_norm_epsilon_and_exact_gelu():
     """Inputs where 1e-6 vs 1e-5 and erf vs tanh GELU differ well beyond float32 noise."""
-    from dcinet_jax.models.vit import Mlp, layer_norm
+    from dcinet_jax.models.backbones.vit import Mlp, layer_norm
     x = (torch.randn(3, 16) * 1e-3).numpy()           # variance 1e-6: eps matters
     ln = layer_norm(jnp.float32)
     v = ln.init(jax.random.key(0), x)

@@ -11,7 +11,7 @@ import torch
 
 from dcinet_jax import pretrained
 from dcinet_jax.models import build_model, init_variables
-from dcinet_jax.models.resnet import ResNet
+from dcinet_jax.models.backbones.resnet import ResNet
 from test_resnet import TORCH_BLOCKS, TorchResNet, nchw, randomize_bn, scaled_close
 
 STAGES = (1, 1, 1, 1)

@@ -14,7 +14,7 @@ import torch
 from torch import nn as tnn
 
 from dcinet_jax import pretrained
-from dcinet_jax.models.resnet import BatchNorm, ResNet
+from dcinet_jax.models.backbones.resnet import BatchNorm, ResNet
 
 torch.set_num_threads(1)
 

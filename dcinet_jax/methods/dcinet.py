@@ -137,6 +137,6 @@ def load_pretrained(variables: dict, config: Any) -> dict | None:
     if not config.model.pretrained:
         return None
     from dcinet_jax import pretrained
-    from dcinet_jax.models import backbones
+    from dcinet_jax.models.backbones import registry as backbones
     return pretrained.load_pretrained_backbone(
         config.model.pretrained, variables, family=backbones.family(config.model.backbone))

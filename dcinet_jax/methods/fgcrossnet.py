@@ -223,7 +223,7 @@ def load_pretrained(variables: dict, config: Any) -> dict | None:
     out = None
     if config.model.pretrained:
         from dcinet_jax import pretrained
-        from dcinet_jax.models import backbones
+        from dcinet_jax.models.backbones import registry as backbones
         sub = {c: variables[c]['net'] for c in ('params', 'batch_stats') if c in variables}
         sub = pretrained.load_pretrained_backbone(
             config.model.pretrained, sub, family=backbones.family(config.model.backbone))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax
 
-from dcinet_jax.models.resnet import BLOCK_EXPANSION, ResNet, stage_names
+from dcinet_jax.models.backbones.resnet import BLOCK_EXPANSION, ResNet, stage_names
 
 Array = jax.Array
 

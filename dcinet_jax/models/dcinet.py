@@ -1,6 +1,6 @@
 """DCINet: one shared two-part backbone plus the text network (docs/model.md#overview).
 
-The backbone is any member of the registry in `dcinet_jax.models.backbones` (ResNet/CCRN,
+The backbone is any member of the registry in `dcinet_jax.models.backbones.registry` (ResNet/CCRN,
 VGG, ViT; docs/model.md#backbone-contract); it is always the submodule `backbone`.
 `DCINet.__call__` takes a dict of per-modality batches, turns each into an NHWC image
 batch on the device (uint8 images normalised with the backbone's own statistics), concatenates them along the batch axis in config
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from dcinet_jax.models import backbones
+from dcinet_jax.models.backbones import registry as backbones
 from dcinet_jax.models.ccrn import CCRN
 from dcinet_jax.models.text_net import TextNet
 from input_pipeline.spec import VOCAB_SIZES

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from dcinet_jax.models.resnet import (BatchNorm, torch_default_bias_init,
+from dcinet_jax.models.backbones.resnet import (BatchNorm, torch_default_bias_init,
                                       torch_default_kernel_init)
 
 Array = jax.Array

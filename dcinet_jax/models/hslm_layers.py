@@ -16,7 +16,7 @@ from flax import linen as nn
 
 from dcinet_jax.interaction.scan_attention import l2norm
 from dcinet_jax.models.dsffn import torch_dense   # Dense initialised like torch.nn.Linear
-from dcinet_jax.models.resnet import BatchNorm
+from dcinet_jax.models.backbones.resnet import BatchNorm
 
 __all__ = ['RelationBlock', 'TextAttention', 'VisualSelfAttention', 'TextSelfAttention',
            'MaskedBatchNorm', 'xavier_dense', 'gru_uniform', 'TEXT_ATTN_PADDINGS']

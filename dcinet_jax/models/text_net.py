@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from dcinet_jax.models.resnet import torch_default_bias_init, torch_default_kernel_init
+from dcinet_jax.models.backbones.resnet import torch_default_bias_init, torch_default_kernel_init
 
 Array = jax.Array
 Dtype = Any

@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 from dcinet_jax.models.ccrn import CCRN, CUT_POINTS
-from dcinet_jax.models.resnet import BLOCK_EXPANSION, RESNET_SPECS
-from dcinet_jax.models.vgg import VGG, VGG_CFGS, VGG_CUT_POINTS, VGG_HEADS
-from dcinet_jax.models.vit import VIT_SPECS, ViT, vit_cut_points
+from dcinet_jax.models.backbones.resnet import BLOCK_EXPANSION, RESNET_SPECS
+from dcinet_jax.models.backbones.vgg import VGG, VGG_CFGS, VGG_CUT_POINTS, VGG_HEADS
+from dcinet_jax.models.backbones.vit import VIT_SPECS, ViT, vit_cut_points
 
 VGG_NAMES = tuple(sorted([*VGG_CFGS, *(f'{n}_bn' for n in VGG_CFGS)]))
 FAMILIES = {'resnet': CCRN, 'vgg': VGG, 'vit': ViT}

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from dcinet_jax.models.resnet import BatchNorm, conv_kernel_init
+from dcinet_jax.models.backbones.resnet import BatchNorm, conv_kernel_init
 
 Array = jax.Array
 
