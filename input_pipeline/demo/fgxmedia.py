@@ -37,13 +37,13 @@ import colorsys
 import io
 import math
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from input_pipeline.fgxmedia import audio as audio_lib
+from input_pipeline.demo import ogg
 from input_pipeline.demo.layout import generate_and_report, write_file, write_split_lists
 from input_pipeline.spec import MODALITIES, MODALITY_IDS, SPLITS
 
@@ -249,44 +249,6 @@ def synth_chirps(c: int, num_classes: int, rng: np.random.Generator, sr: int,
     return y.astype(np.float32)
 
 
-def _ogg_crc(data: bytes) -> int:
-    table = _OGG_TABLE
-    crc = 0
-    for b in data:
-        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[((crc >> 24) & 0xFF) ^ b]
-    return crc
-
-
-def _make_ogg_table() -> list[int]:
-    table = []
-    for i in range(256):
-        r = i << 24
-        for _ in range(8):
-            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
-        table.append(r & 0xFFFFFFFF)
-    return table
-
-
-_OGG_TABLE = _make_ogg_table()
-
-
-def _pin_ogg_serial(data: bytes, serial: int) -> bytes:
-    """libsndfile draws a random OGG stream serial; set a fixed one (and fix CRCs)."""
-    out = bytearray(data)
-    pos = 0
-    while pos + 27 <= len(out):
-        if out[pos:pos + 4] != b'OggS':
-            raise ValueError('unexpected OGG page layout while pinning the serial number')
-        nseg = out[pos + 26]
-        body = sum(out[pos + 27:pos + 27 + nseg])
-        end = pos + 27 + nseg + body
-        out[pos + 14:pos + 18] = struct.pack('<I', serial)
-        out[pos + 22:pos + 26] = b'\0\0\0\0'
-        out[pos + 22:pos + 26] = struct.pack('<I', _ogg_crc(bytes(out[pos:end])))
-        pos = end
-    return bytes(out)
-
-
 def _audio_file(c: int, num_classes: int, split: str, j: int, seed: int,
                 as_image: bool) -> tuple[bytes, str]:
     import soundfile as sf
@@ -311,7 +273,7 @@ def _audio_file(c: int, num_classes: int, split: str, j: int, seed: int,
     sf.write(buf, np.clip(y, -1, 1), sr, format=fmt.upper(), subtype=subtype)
     data = buf.getvalue()
     if fmt == 'ogg':
-        data = _pin_ogg_serial(data, serial=(seed * 7919 + c * 131 + j) & 0x7FFFFFFF)
+        data = ogg.pin_serial(data, serial=(seed * 7919 + c * 131 + j) & 0x7FFFFFFF)
     return data, '.' + fmt
 
 
