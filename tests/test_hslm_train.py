@@ -33,7 +33,7 @@ def demo_dir(tmp_path_factory):
 
 def _config(data_dir, **data):
     c = hslm_test.get_config()
-    c.data.data_dir = str(data_dir)
+    c.data_dir = str(data_dir)
     c.data.update(data)
     return c
 
@@ -152,7 +152,7 @@ def test_two_devices_give_the_one_device_update_on_the_global_batch(demo_dir):
 def test_full_configs_trace(config_module, tmp_path):
     """init + loss of the paper-sized model, traced only (36 x 2048 regions, batch 128)."""
     c = config_module.get_config()
-    c.data.data_dir = str(tmp_path)          # no data: the config's sizes
+    c.data_dir = str(tmp_path)          # no data: the config's sizes
     model = hslm.build_model(c)
     variables = jax.eval_shape(lambda: hslm.init_variables(model, jax.random.key(0), c))
     params = variables.pop('params')
@@ -169,7 +169,7 @@ def test_full_configs_trace(config_module, tmp_path):
 def test_cli_train_and_eval_reach_recall_well_above_chance(demo_dir, tmp_path, capsys):
     run = tmp_path / 'run'
     config = ['--config', str(REPO / 'configs/hslm_test.py'),
-              f'--config.data.data_dir={demo_dir}']
+              f'--config.data_dir={demo_dir}']
     cli.main(['train', *config, '--workdir', str(run), '--noprogress'])
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])

@@ -51,6 +51,8 @@ import importlib
 import types
 from typing import Any
 
+from dcinet_jax import config_fields
+
 REQUIRED = ('build_model', 'init_variables', 'loss_fn', 'optimizer', 'batch_rule',
             'examples_per_step', 'steps_per_epoch', 'train_batches', 'synthetic_batch',
             'eval_outputs', 'DEFAULT_EVALUATOR')
@@ -87,6 +89,9 @@ def get(name: str) -> Any:
 
 
 def from_config(config: Any) -> Any:
+    """The method of `config`, after refusing fields that were renamed (one line that
+    names the new field, before anything is built)."""
+    config_fields.check_renamed(config)
     return get(str(config.get('method', 'dcinet')))
 
 

@@ -72,7 +72,7 @@ def vocab(config: Any):
 
 def _vocab_key(config: Any) -> tuple:
     d = config.data
-    return (str(d.data_dir), str(d.get('vocab_path', '') or ''),
+    return (str(config.data_dir), str(d.get('vocab_path', '') or ''),
             int(d.get('min_word_count', 4)), str(d.get('train_split', 'train')))
 
 
@@ -94,13 +94,13 @@ def split_tokens(config: Any, name: str):
     d = config.data
     key = _vocab_key(config)
     max_length = int(d.get('max_length', 0)) or None
-    return (_split(str(d.data_dir), name),
-            *_tokens(str(d.data_dir), name, key, max_length))
+    return (_split(str(config.data_dir), name),
+            *_tokens(str(config.data_dir), name, key, max_length))
 
 
 def _has_data(config: Any) -> bool:
     d = config.data
-    return (Path(str(d.data_dir)) / f"{d.get('train_split', 'train')}_ims.npy").is_file()
+    return (Path(str(config.data_dir)) / f"{d.get('train_split', 'train')}_ims.npy").is_file()
 
 
 def resolve(config: Any) -> Any:
@@ -108,12 +108,12 @@ def resolve(config: Any) -> Any:
     (unchanged where there is no data: bench, tracing)."""
     c = config.copy_and_resolve_references()
     if _has_data(config):
-        split = _split(str(config.data.data_dir), str(config.data.train_split))
+        split = _split(str(config.data_dir), str(config.data.train_split))
         _, regions, dim = split.images.shape
         c.data.num_regions, c.data.region_dim = int(regions), int(dim)
         c.model.vocab_size = len(vocab(config))
     elif config.data.get('vocab_path', '') and vocab_file(
-            str(config.data.data_dir), str(config.data.vocab_path)).is_file():
+            str(config.data_dir), str(config.data.vocab_path)).is_file():
         c.model.vocab_size = len(vocab(config))
     return c
 
@@ -326,7 +326,7 @@ def eval_arrays(config: Any, name: str, *, num_images: int = 0):
     `num_images` > 0 keeps the first images (the reference validates on 1,000)."""
     d = config.data
     key = _vocab_key(config)
-    return _eval_arrays(str(d.data_dir), name, key, num_images or None,
+    return _eval_arrays(str(config.data_dir), name, key, num_images or None,
                         int(d.get('max_length', 0)) or None)
 
 
