@@ -64,8 +64,8 @@ def get_config():
     o.decay_epoch = 20               # lr x decay_factor from this epoch on (0: never)
     o.decay_factor = 0.1
     o.decay_steps = 0                # > 0: decay at this step instead (runs without data)
-    o.schedule = 'constant'          # what the loop logs as the learning rate (before decay)
-    o.warmup_steps = 0
+    o.schedule = 'constant'          # the generic schedule does not apply (the step decay is
+    o.warmup_steps = 0               # HSLM's learning_rate hook); other values are refused
 
     c.eval = e = ml_collections.ConfigDict()
     e.metrics = 'recall'

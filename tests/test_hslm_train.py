@@ -104,7 +104,7 @@ def test_learning_rate_drops_at_the_configured_epoch(demo_dir):
     spe = hslm.steps_per_epoch(c, 1)
     from input_pipeline.precomp import reader as precomp
     assert spe == precomp.open_split(demo_dir, 'train').num_captions // 8
-    lr = hslm.learning_rate(c)
+    lr = hslm.learning_rate(c, 0)
     assert float(lr(2 * spe - 1)) == pytest.approx(c.optim.learning_rate)
     assert float(lr(2 * spe)) == pytest.approx(0.1 * c.optim.learning_rate)
     # Clipping before Adam: a gradient of norm 1e6 reaches Adam's first moment at norm 2.

@@ -222,8 +222,18 @@ def decay_step(config: Any) -> int | None:
     return int(o.decay_epoch) * steps_per_epoch(config)
 
 
-def learning_rate(config: Any) -> optax.Schedule:
+def learning_rate(config: Any, total_steps: int) -> optax.Schedule:
+    """`optim.learning_rate`, x `optim.decay_factor` from `decay_step` on: the contract's
+    schedule hook, so the loop logs the decayed rate; the optimizer below uses it too.
+
+    The generic `optim.schedule` / `optim.warmup_steps` do not apply (the step decay is
+    the schedule); a value other than constant / 0 is refused rather than ignored."""
+    del total_steps
     o = config.optim
+    if str(o.get('schedule', 'constant')) != 'constant' or int(o.get('warmup_steps', 0)):
+        raise ValueError(f"optim.schedule={o.get('schedule')!r}, optim.warmup_steps="
+                         f"{o.get('warmup_steps')}: HSLM's rate is the step decay "
+                         "(optim.decay_epoch, optim.decay_factor); use 'constant' and 0")
     at = decay_step(config)
     if at is None:
         return optax.constant_schedule(float(o.learning_rate))
@@ -232,11 +242,11 @@ def learning_rate(config: Any) -> optax.Schedule:
 
 
 def optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping (optim.grad_clip), then Adam (no weight decay)."""
-    del total_steps
+    """Global-norm clipping (optim.grad_clip), then Adam (no weight decay) at the rate
+    `learning_rate` (the one the loop logs)."""
     o = config.optim
     return optax.chain(optax.clip_by_global_norm(float(o.grad_clip)),
-                       optax.adam(learning_rate(config), b1=float(o.b1), b2=float(o.b2),
+                       optax.adam(learning_rate(config, total_steps), b1=float(o.b1), b2=float(o.b2),
                                   eps=float(o.get('eps', 1e-8))))
 
 
