@@ -12,30 +12,16 @@ Examples: `ablations.py:baseline` (Table 1, first row), `ablations.py:both-layer
 (Table 3), `ablations.py:cmci@demo`.
 """
 
-from configs import dcinet_fgxmedia, demo, demo_hard
+from configs import dcinet_fgxmedia, dcinet_variants, demo, demo_hard
 
-VARIANTS = {
-    'baseline': (False, False),
-    'cmsi': (True, False),
-    'cmci': (False, True),
-    'both': (True, True),
-}
-CUTS = ('layer1', 'layer2', 'layer3', 'layer4')
+VARIANTS = dcinet_variants.VARIANTS
+CUTS = dcinet_variants.CUTS
 BASES = {'paper': dcinet_fgxmedia, 'demo': demo, 'demo_hard': demo_hard}
 
 
 def get_config(arg: str = 'both'):
     spec, _, base = arg.partition('@')
-    variant, _, cut = spec.partition('-')
-    if variant not in VARIANTS:
-        raise ValueError(f'ablation variant {variant!r}: expected one of {sorted(VARIANTS)}')
-    cut = cut or 'layer4'
-    if cut not in CUTS:
-        raise ValueError(f'ablation cut {cut!r}: expected one of {CUTS}')
     base = base or 'paper'
     if base not in BASES:
         raise ValueError(f'ablation base {base!r}: expected one of {sorted(BASES)}')
-    c = BASES[base].get_config()
-    c.interaction.cmsi, c.interaction.cmci = VARIANTS[variant]
-    c.model.cut = cut
-    return c
+    return dcinet_variants.apply(BASES[base].get_config(), spec)

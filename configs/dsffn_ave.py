@@ -1,6 +1,6 @@
 """DSFFN on AVE features (docs/dsffn.md): 15 classes, beta 1e-4, 120 epochs.
 
-`data.data_dir` holds `ave_feature_norm.h5` (or `dcinet demo-data --format ave`).
+`data_dir` holds `ave_feature_norm.h5` (or `dcinet demo-data --format ave`).
 """
 
 from configs import dsffn_vegas
@@ -9,7 +9,7 @@ from configs import dsffn_vegas
 def get_config():
     c = dsffn_vegas.get_config()
     c.data.name = 'ave'
-    c.data.data_dir = 'data/ave'
+    c.data_dir = 'data/ave'
     c.data.num_classes = 15
     c.loss.center_weight = 1e-4
     c.num_epochs = 120

@@ -2,7 +2,7 @@
 
     dcinet demo-data --format vegas --out /tmp/vegas_demo
     dcinet train --config configs/dsffn_demo.py --workdir /tmp/dsffn_run \
-        --config.data.data_dir=/tmp/vegas_demo
+        --config.data_dir=/tmp/vegas_demo
 
 Same code paths as configs/dsffn_vegas.py on the real 1024-d / 128-d inputs; only the
 widths shrink: encoders 256, MSN channels 16/32/64 (MFA width 64), head 192 -> 128 -> 64,
@@ -15,7 +15,7 @@ from configs import dsffn_vegas
 
 def get_config():
     c = dsffn_vegas.get_config()
-    c.data.data_dir = '/tmp/vegas_demo'
+    c.data_dir = '/tmp/vegas_demo'
     c.data.batch_per_modality = 32
     c.model.encoder_width = 256
     c.model.channels = (16, 32, 64)

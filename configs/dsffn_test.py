@@ -7,7 +7,7 @@ from configs import dsffn_vegas
 
 def get_config():
     c = dsffn_vegas.get_config()
-    c.data.data_dir = '/tmp/dsffn_test'
+    c.data_dir = '/tmp/dsffn_test'
     c.data.num_classes = 3
     c.data.visual_dim = 64
     c.data.audio_dim = 16

@@ -1,6 +1,6 @@
 """DSFFN on VEGAS features (docs/dsffn.md): the reference code's settings.
 
-`data.data_dir` is the folder holding `vegas_feature_norm.h5` as distributed (or the
+`data_dir` is the folder holding `vegas_feature_norm.h5` as distributed (or the
 output of `dcinet demo-data --format vegas --out DIR`). Visual features 1024-d
 (Inception), audio 128-d (VGGish), 10 classes; every size is read from the file and
 checked against these widths.
@@ -19,10 +19,10 @@ def get_config():
     c = ml_collections.ConfigDict()
     c.method = 'dsffn'
     c.seed = 0
+    c.data_dir = 'data/vegas'        # the folder of the feature file
 
     c.data = d = ml_collections.ConfigDict()
     d.name = 'vegas'
-    d.data_dir = 'data/vegas'
     d.file = ''                      # default: vegas_feature_norm.h5 / ave_feature_norm.h5
     d.num_classes = 10
     d.visual_dim = 1024

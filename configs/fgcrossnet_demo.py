@@ -8,6 +8,10 @@
     dcinet train --config configs/fgcrossnet_demo.py:stage2 --workdir /tmp/fgx2 \
         --config.data_dir=/tmp/demo_fgx --config.init_from=/tmp/fgx1
 
+Without an ARG the config is stage 1 (trained from scratch: the demo has no ImageNet
+stage 0). Stage 2 starts from stage 1's weights; without `init_from` it stops at
+start-up with the stage-1 command instead of training the ranking stage from scratch.
+
 Same code paths as configs/fgcrossnet_fgxmedia.py (four media, b = 4 per medium,
 centre and ranking losses, halving schedule, reference text reading); only sizes shrink:
 112 px, a narrow one-block-per-stage ResNet, 10 classes, a larger learning rate (and a
@@ -18,8 +22,10 @@ one addition of ours: the text image gets its own BatchNorm (`model.text_norm='b
 from configs import fgcrossnet_fgxmedia
 
 
-def get_config(arg: str = 'stage2'):
-    c = fgcrossnet_fgxmedia.get_config(arg)
+def get_config(arg: str = 'stage1', config_file: str = 'configs/fgcrossnet_demo.py'):
+    c = fgcrossnet_fgxmedia.get_config(arg, config_file)
+    if arg == 'stage1':
+        c.previous_stage = ''     # no stage 0 here: stage 1 trains from scratch
     c.data.num_classes = 10
     c.data.image_size = 112
     c.data.resize_size = 128

@@ -13,7 +13,10 @@ VARIANT (the two-stage schedule and the ablations of the paper's Table 5):
 
 A later stage names the earlier stage's workdir in `init_from` (command line:
 `--config.init_from=DIR`); its latest checkpoint's weights and centres are taken, the
-optimizer and the learning rate start over.
+optimizer and the learning rate start over. `previous_stage` is the earlier stage's
+config (set for stage1 and stage2): training such a stage without `init_from` stops at
+start-up with the command to run first, instead of silently starting from scratch
+(`--config.previous_stage=''` trains it from its fresh initialisation on purpose).
 """
 
 import ml_collections
@@ -30,9 +33,13 @@ VARIANTS = {
     'centre': (ALL_MEDIA, 0.001, 0.0, 50),
     'ranking': (ALL_MEDIA, 0.001, 0.1, 50),
 }
+PREVIOUS_STAGE = {'stage1': 'stage0', 'stage2': 'stage1'}   # stage -> the one it starts from
 
 
-def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+def apply_variant(c: ml_collections.ConfigDict, variant: str,
+                  config_file: str = 'configs/fgcrossnet_fgxmedia.py') -> ml_collections.ConfigDict:
+    """The variant's media, loss weights and epochs; `previous_stage` names the earlier
+    stage as `config_file:STAGE` (the config the user trains first)."""
     if variant not in VARIANTS:
         raise ValueError(f'fgcrossnet variant {variant!r}: expected one of {sorted(VARIANTS)}')
     modalities, centre, ranking, epochs = VARIANTS[variant]
@@ -41,6 +48,8 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     c.loss.ranking_weight = ranking
     c.num_epochs = epochs
     c.variant = variant
+    previous = PREVIOUS_STAGE.get(variant, '')
+    c.previous_stage = f'{config_file}:{previous}' if previous else ''
     if len(modalities) == 1:    # stage 0: no retrieval between media, top-1 accuracy instead
         c.eval.metrics, c.eval.best_metric = 'classification', 'accuracy'
     else:
@@ -48,11 +57,15 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     return c
 
 
-def get_config(arg: str = 'stage2') -> ml_collections.ConfigDict:
+def get_config(arg: str = 'stage2', config_file: str = 'configs/fgcrossnet_fgxmedia.py'
+               ) -> ml_collections.ConfigDict:
+    """The paper's settings for variant `arg`; `config_file` is the file a derived config
+    (demo, test) passes so that `previous_stage` names it."""
     c = dcinet_fgxmedia.get_config()
     c.method = 'fgcrossnet'
     c.init_from = ''            # an earlier stage's workdir (or checkpoints folder); '' = fresh
     c.variant = ''
+    c.previous_stage = ''       # set by the variant: the config whose workdir init_from must name
 
     d = c.data
     d.alphabet = 'original'     # the reference text reading: 68 chars, case kept, no space
@@ -85,11 +98,11 @@ def get_config(arg: str = 'stage2') -> ml_collections.ConfigDict:
     o.learning_rate = 1e-3
     o.momentum = 0.9
     o.weight_decay = 0.0
-    o.schedule = 'constant'     # the generic logged schedule; the halving is below
+    o.schedule = 'constant'     # not used: the halving below is FGCrossNet's schedule (and logged)
     o.halve_every_epochs = 3    # lr_e = 1e-3 * 0.5^floor(e / 3)
     o.steps_per_epoch = 0       # 0: read from the prepared data
 
     c.eval.feature = 'softmax'  # softmax of the FC output (code); 'pooled' for the 2048-d feature
     c.checkpoint_every_steps = 1000
     c.eval_every_steps = 0
-    return apply_variant(c, arg)
+    return apply_variant(c, arg, config_file)

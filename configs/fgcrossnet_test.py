@@ -4,8 +4,8 @@ reading (so it shares the test suite's prepared demo data), four media."""
 from configs import fgcrossnet_demo
 
 
-def get_config(arg: str = 'stage2'):
-    c = fgcrossnet_demo.get_config(arg)
+def get_config(arg: str = 'stage1'):
+    c = fgcrossnet_demo.get_config(arg, config_file='configs/fgcrossnet_test.py')
     c.data.num_classes = 4
     c.data.image_size = 64
     c.data.resize_size = 72

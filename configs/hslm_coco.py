@@ -11,7 +11,7 @@ from configs import hslm_f30k
 def get_config():
     c = hslm_f30k.get_config()
     c.data.name = 'coco'
-    c.data.data_dir = 'data/coco_precomp'
+    c.data_dir = 'data/coco_precomp'
     c.model.vocab_size = 11353       # without data only: the reference COCO vocab
     c.optim.decay_epoch = 15
     c.eval.dataset = 'coco'

@@ -17,7 +17,7 @@ from configs import hslm_f30k
 def get_config():
     c = hslm_f30k.get_config()
     c.data.name = 'demo'
-    c.data.data_dir = 'data/hslm_demo'
+    c.data_dir = 'data/hslm_demo'
     c.data.vocab_path = 'vocab.json'  # the demo folder's (relative: inside data_dir)
     c.data.batch_per_modality = 32
     c.data.num_regions, c.data.region_dim = 36, 2048    # without data only

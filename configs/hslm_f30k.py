@@ -1,6 +1,6 @@
 """HSLM on Flickr30K "precomp" features (docs/hslm.md): the paper's settings.
 
-`data.data_dir` is the precomp folder (`{train,dev,test}_ims.npy` of 36 x 2048 bottom-up
+`data_dir` is the precomp folder (`{train,dev,test}_ims.npy` of 36 x 2048 bottom-up
 region features, `{split}_caps.txt` with five captions per image), `data.vocab_path` the
 vocab JSON (`f30k_precomp_vocab.json`; empty: a vocab is built from the train captions,
 words seen at least `data.min_word_count` times, at every start). The vocab size and the
@@ -20,10 +20,10 @@ def get_config():
     c = ml_collections.ConfigDict()
     c.method = 'hslm'
     c.seed = 0
+    c.data_dir = 'data/f30k_precomp'  # the precomp folder
 
     c.data = d = ml_collections.ConfigDict()
     d.name = 'f30k'
-    d.data_dir = 'data/f30k_precomp'
     d.vocab_path = ''                # '' : built from the train captions at every start
     d.min_word_count = 4             # for a vocab built here
     d.max_length = 0                 # 0: the split's longest caption (bucketed to 8s), no cut
@@ -64,8 +64,8 @@ def get_config():
     o.decay_epoch = 20               # lr x decay_factor from this epoch on (0: never)
     o.decay_factor = 0.1
     o.decay_steps = 0                # > 0: decay at this step instead (runs without data)
-    o.schedule = 'constant'          # what the loop logs as the learning rate (before decay)
-    o.warmup_steps = 0
+    o.schedule = 'constant'          # the generic schedule does not apply (the step decay is
+    o.warmup_steps = 0               # HSLM's learning_rate hook); other values are refused
 
     c.eval = e = ml_collections.ConfigDict()
     e.metrics = 'recall'

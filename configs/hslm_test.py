@@ -9,7 +9,7 @@ from configs import hslm_demo
 
 def get_config():
     c = hslm_demo.get_config()
-    c.data.data_dir = 'data/hslm_test'
+    c.data_dir = 'data/hslm_test'
     c.data.batch_per_modality = 8
     c.data.num_regions, c.data.region_dim = 6, 16       # without data only
     c.data.synthetic_length = 10

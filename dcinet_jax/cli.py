@@ -57,7 +57,9 @@ def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], pr
     except flags.Error as e:
         sys.exit(f'{prog}: {e}\n\nusage: {prog} [flags]\n{_help(fv)}')
     except (AttributeError, KeyError) as e:  # an override names a field the config lacks
-        sys.exit(f'{prog}: error: {_unknown_field(argv, e)}')
+        from dcinet_jax import config_fields
+        sys.exit(f'{prog}: error: '
+                 f'{config_fields.renamed_override(argv) or _unknown_field(argv, e)}')
     if len(rest) > 1:
         sys.exit(f'{prog}: unexpected arguments {rest[1:]}')
     return fv

@@ -57,6 +57,17 @@ def learning_rate_schedule(config: Any, total_steps: int) -> optax.Schedule:
     raise ValueError(f"optim.schedule={o.schedule!r}: expected 'constant' or 'cosine'")
 
 
+def method_learning_rate(method: Any, config: Any, total_steps: int) -> optax.Schedule:
+    """The rate `method`'s optimizer applies at each update: its own
+    `learning_rate(config, total_steps)` when it has one (FGCrossNet's halving, HSLM's
+    step decay), else the generic `config.optim` schedule above. The loop logs this, so
+    the logged rate is the applied one whatever the method."""
+    hook = getattr(method, 'learning_rate', None)
+    if hook is not None:
+        return hook(config, total_steps)
+    return learning_rate_schedule(config, total_steps)
+
+
 def sgd_with_l2(config: Any, total_steps: int) -> optax.GradientTransformation:
     """SGD with momentum and L2 weight decay added to the gradient, as torch.optim.SGD."""
     o = config.optim
@@ -88,6 +99,7 @@ class Trainer:
     eval_model: Any
     tx: optax.GradientTransformation
     total_steps: int
+    schedule: optax.Schedule    # the rate `tx` applies at update n (0-based): schedule(n)
 
     def _initializer(self):
         def init(rng) -> TrainState:
@@ -134,4 +146,5 @@ def build_trainer(config: Any, total_steps: int, *, mesh: jax.sharding.Mesh | No
         config=config, method=method, mesh=mesh,
         model=method.build_model(config, axis_name=parallel.DATA_AXIS),
         eval_model=method.build_model(config),
-        tx=method.optimizer(config, total_steps), total_steps=total_steps)
+        tx=method.optimizer(config, total_steps), total_steps=total_steps,
+        schedule=method_learning_rate(method, config, total_steps))

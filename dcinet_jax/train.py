@@ -25,7 +25,7 @@ from dcinet_jax import checkpoints, evaluate, parallel
 from dcinet_jax.workdir_lock import WorkdirLock
 from dcinet_jax.compilation_cache import setup_compilation_cache
 from dcinet_jax.metric_logging import MetricLogger
-from dcinet_jax.state import Trainer, build_trainer, learning_rate_schedule, total_train_steps
+from dcinet_jax.state import Trainer, build_trainer, total_train_steps
 
 
 class NonFiniteLossError(RuntimeError):
@@ -128,18 +128,20 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     parallel.maybe_initialize_distributed(config.distributed)
     setup_compilation_cache(config)
     method = methods.from_config(config)
+    check_training = getattr(method, 'check_training', None)
+    if check_training is not None:   # train-only checks of the method, before any data
+        check_training(config)
     mesh = parallel.make_mesh()
     steps_per_epoch = method.steps_per_epoch(config, jax.process_count())
     total = total_train_steps(config, steps_per_epoch)
     trainer = build_trainer(config, total, mesh=mesh)
-    schedule = learning_rate_schedule(config, total)
 
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir, enabled=jax.process_index() == 0):
-        return _train(trainer, workdir, total, steps_per_epoch, schedule, progress)
+        return _train(trainer, workdir, total, steps_per_epoch, progress)
 
 
-def _train(trainer: Trainer, workdir: Path, total: int, steps_per_epoch: int, schedule,
+def _train(trainer: Trainer, workdir: Path, total: int, steps_per_epoch: int,
            progress: bool) -> dict:
     config, method, mesh = trainer.config, trainer.method, trainer.mesh
     ckpt = checkpoints.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
@@ -208,8 +210,10 @@ def _train(trainer: Trainer, workdir: Path, total: int, steps_per_epoch: int, sc
                 now = time.time()
                 eps = (step - s_window) * examples_per_step / max(now - t_window, 1e-9)
                 t_window, s_window = now, step
+                # The rate of the update just applied (update `step - 1`, 0-based), from
+                # the method's own schedule (state.method_learning_rate).
                 logger.scalars(step, dict(last, examples_per_sec=eps,
-                                          learning_rate=float(schedule(step - 1))),
+                                          learning_rate=float(trainer.schedule(step - 1))),
                                prefix='train/')
                 logger.progress(step, last['loss'], eps)
             metrics_for_ckpt = None

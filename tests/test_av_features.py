@@ -95,9 +95,13 @@ def test_demo_files_have_the_layout_and_quirks(tmp_path, fmt, classes):
 
 def _config(tmp_path, **data):
     c = dsffn_test.get_config()
-    c.data.data_dir = str(tmp_path)
+    c.data_dir = str(tmp_path)
     c.data.update(data)
     return c
+
+
+def _load(c):
+    return av.load(c.data_dir, c.data)
 
 
 @pytest.fixture()
@@ -108,32 +112,32 @@ def small_file(tmp_path):
 
 
 def test_validation_split_is_stratified_and_disjoint(small_file):
-    d = av.load(_config(small_file).data)
+    d = _load(_config(small_file))
     whole = av.read_file(small_file / 'vegas_feature_norm.h5')['train']
     assert len(d.train) + len(d.val) == len(whole)
     assert np.bincount(d.val.label).tolist() == [2, 2, 2]
     # The validation rows are train rows and never used for training.
     train_rows = {r.tobytes() for r in d.train.visual}
     assert not any(r.tobytes() in train_rows for r in d.val.visual)
-    test_sel = av.load(_config(small_file, select_on='test').data)
+    test_sel = _load(_config(small_file, select_on='test'))
     assert len(test_sel.val) == 0 and len(test_sel.train) == len(whole)
     with pytest.raises(ValueError, match="data.select_on='x'"):
-        av.load(_config(small_file, select_on='x').data)
+        _load(_config(small_file, select_on='x'))
 
 
 def test_input_norm_options(small_file):
-    std = av.load(_config(small_file, input_norm='standardize').data)
+    std = _load(_config(small_file, input_norm='standardize'))
     np.testing.assert_allclose(std.train.visual.mean(0), 0, atol=1e-4)
-    l2 = av.load(_config(small_file, input_norm='l2').data)
+    l2 = _load(_config(small_file, input_norm='l2'))
     np.testing.assert_allclose(np.linalg.norm(l2.test.audio, axis=1), 1, rtol=1e-5)
-    raw = av.load(_config(small_file).data)
+    raw = _load(_config(small_file))
     assert raw.train.visual.min() >= 0
     with pytest.raises(ValueError, match='data.input_norm'):
-        av.load(_config(small_file, input_norm='zca').data)
+        _load(_config(small_file, input_norm='zca'))
 
 
 def test_train_batches_are_deterministic_resumable_and_process_sliced(small_file):
-    split = av.load(_config(small_file).data).train
+    split = _load(_config(small_file)).train
     kw = dict(global_batch=8, seed=3, shuffle=True)
     per_epoch = av.steps_per_epoch(len(split), 8)
     it = av.train_batches(split, start_step=0, **kw)

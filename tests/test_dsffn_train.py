@@ -69,7 +69,7 @@ def test_demo_config_trains_above_chance_on_synthetic_vegas(tmp_path):
     the last one absent from test): mAP well above chance on a2v and v2a."""
     av_demo.generate_av_features(tmp_path / 'data', 'vegas', per_class=50, seed=0)
     c = dsffn_demo.get_config()
-    c.data.data_dir = str(tmp_path / 'data')
+    c.data_dir = str(tmp_path / 'data')
     c.num_epochs = 5
     summary = train.train_and_evaluate(c, tmp_path / 'run', progress=False)
     r = summary['results']
@@ -98,7 +98,7 @@ def test_cli_demo_data_train_and_eval(tmp_path):
     p = _dcinet('demo-data', '--format', 'vegas', '--out', str(data), '--per_class', '20')
     assert p.returncode == 0, p.stderr
     assert (data / 'vegas_feature_norm.h5').is_file() and 'synthetic vegas' in p.stdout
-    config = ['--config', 'configs/dsffn_test.py', f'--config.data.data_dir={data}',
+    config = ['--config', 'configs/dsffn_test.py', f'--config.data_dir={data}',
               '--config.data.visual_dim=1024', '--config.data.audio_dim=128',
               '--config.data.num_classes=10', '--config.num_train_steps=6']
     p = _dcinet('train', *config, '--workdir', str(run), '--noprogress')
@@ -117,7 +117,7 @@ def test_cli_missing_feature_file_is_one_line(tmp_path):
     from dcinet_jax import cli
     with pytest.raises(SystemExit) as e:
         cli.main(['train', '--config', str(REPO / 'configs/dsffn_test.py'),
-                  f'--config.data.data_dir={tmp_path / "none"}', '--workdir',
+                  f'--config.data_dir={tmp_path / "none"}', '--workdir',
                   str(tmp_path / 'run'), '--noprogress'])
     assert 'no such feature file' in str(e.value) and 'Traceback' not in str(e.value)
     assert not (tmp_path / 'run').exists()

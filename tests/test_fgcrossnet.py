@@ -89,7 +89,7 @@ def test_centre_gradient_scaled_by_1000_on_a_real_step():
 def test_learning_rate_halves_every_three_epochs():
     c = fgcrossnet_fgxmedia.get_config('stage1')
     c.optim.steps_per_epoch = 10
-    sched = fgcrossnet.learning_rate_schedule(c)
+    sched = fgcrossnet.learning_rate(c, 0)
     got = [float(sched(s)) for s in (0, 29, 30, 59, 60, 90)]
     np.testing.assert_allclose(got, [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 1.25e-4], rtol=1e-6)
 

@@ -33,7 +33,7 @@ def demo_dir(tmp_path_factory):
 
 def _config(data_dir, **data):
     c = hslm_test.get_config()
-    c.data.data_dir = str(data_dir)
+    c.data_dir = str(data_dir)
     c.data.update(data)
     return c
 
@@ -104,7 +104,7 @@ def test_learning_rate_drops_at_the_configured_epoch(demo_dir):
     spe = hslm.steps_per_epoch(c, 1)
     from input_pipeline.precomp import reader as precomp
     assert spe == precomp.open_split(demo_dir, 'train').num_captions // 8
-    lr = hslm.learning_rate(c)
+    lr = hslm.learning_rate(c, 0)
     assert float(lr(2 * spe - 1)) == pytest.approx(c.optim.learning_rate)
     assert float(lr(2 * spe)) == pytest.approx(0.1 * c.optim.learning_rate)
     # Clipping before Adam: a gradient of norm 1e6 reaches Adam's first moment at norm 2.
@@ -152,7 +152,7 @@ def test_two_devices_give_the_one_device_update_on_the_global_batch(demo_dir):
 def test_full_configs_trace(config_module, tmp_path):
     """init + loss of the paper-sized model, traced only (36 x 2048 regions, batch 128)."""
     c = config_module.get_config()
-    c.data.data_dir = str(tmp_path)          # no data: the config's sizes
+    c.data_dir = str(tmp_path)          # no data: the config's sizes
     model = hslm.build_model(c)
     variables = jax.eval_shape(lambda: hslm.init_variables(model, jax.random.key(0), c))
     params = variables.pop('params')
@@ -169,7 +169,7 @@ def test_full_configs_trace(config_module, tmp_path):
 def test_cli_train_and_eval_reach_recall_well_above_chance(demo_dir, tmp_path, capsys):
     run = tmp_path / 'run'
     config = ['--config', str(REPO / 'configs/hslm_test.py'),
-              f'--config.data.data_dir={demo_dir}']
+              f'--config.data_dir={demo_dir}']
     cli.main(['train', *config, '--workdir', str(run), '--noprogress'])
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])

@@ -52,32 +52,65 @@ def _project_imports(path: Path, package_roots: tuple[str, ...]) -> set[str]:
     return {n for n in found if n.split('.')[0] in package_roots}
 
 
-def test_no_import_loop():
-    """The import graph of dcinet_jax and input_pipeline has no cycle."""
-    roots = ('dcinet_jax', 'input_pipeline')
+def _import_graph(roots: tuple[str, ...], base: Path = REPO) -> dict[str, set[str]]:
+    """module -> the project modules it imports, over the packages `roots` under `base`."""
     files = {}
     for root in roots:
-        for path in (REPO / root).rglob('*.py'):
-            parts = path.relative_to(REPO).with_suffix('').parts
+        for path in (base / root).rglob('*.py'):
+            parts = path.relative_to(base).with_suffix('').parts
             name = '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
             files[name] = path
     # A module's own parent packages are imported before it anyway (and `from pkg import
     # sibling` names the parent), so edges up to an ancestor are not loops.
-    graph = {name: {m for m in _project_imports(path, roots)
-                    if m in files and m != name and not name.startswith(m + '.')}
-             for name, path in files.items()}
+    return {name: {m for m in _project_imports(path, roots)
+                   if m in files and m != name and not name.startswith(m + '.')}
+            for name, path in files.items()}
+
+
+def _first_loop(graph: dict[str, set[str]]) -> str | None:
+    """'a -> b -> a' for the first cycle found (depth first, sorted), else None."""
     state: dict[str, int] = {}
 
     def visit(node, trail):
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                raise AssertionError('import loop: ' + ' -> '.join(trail + [node, nxt]))
+                return ' -> '.join(trail + [node, nxt])
             if nxt not in state:
-                visit(nxt, trail + [node])
+                loop = visit(nxt, trail + [node])
+                if loop:
+                    return loop
         state[node] = 2
+        return None
 
     for name in sorted(graph):
         if name not in state:
-            visit(name, [])
+            loop = visit(name, [])
+            if loop:
+                return loop
+    return None
+
+
+def test_no_import_loop():
+    """The import graph of dcinet_jax, input_pipeline and configs has no cycle (a config
+    file's lazy import of another config counts too)."""
+    graph = _import_graph(('dcinet_jax', 'input_pipeline', 'configs'))
+    loop = _first_loop(graph)
+    assert loop is None, f'import loop: {loop}'
     assert len(graph) > 30  # the walk saw the whole tree
+    assert sum(name.startswith('configs.') for name in graph) > 15   # and the configs
+
+
+def test_the_loop_finder_sees_a_loop_through_a_lazy_import(tmp_path):
+    """The check itself: two config modules that import each other (one inside a
+    function, as configs/demo_hard.py once did) are reported."""
+    pkg = tmp_path / 'configs'
+    pkg.mkdir()
+    (pkg / '__init__.py').write_text('')
+    (pkg / 'a.py').write_text('from configs import b\n')
+    (pkg / 'b.py').write_text('def get_config():\n    from configs import a\n')
+    (pkg / 'c.py').write_text('from configs import a\n')
+    assert _first_loop(_import_graph(('configs',), tmp_path)) == \
+        'configs.a -> configs.b -> configs.a'
+    (pkg / 'b.py').write_text('def get_config():\n    return None\n')
+    assert _first_loop(_import_graph(('configs',), tmp_path)) is None

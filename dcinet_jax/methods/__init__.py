@@ -41,8 +41,16 @@ The contract (see docs/methods.md for a worked example):
 - `DEFAULT_EVALUATOR: str`: the evaluator (`dcinet_jax.evaluators`) used when
   `config.eval.metrics` is not set.
 
-Optional: `load_pretrained(variables, config) -> variables` (host-side, after init) and
-`describe(config) -> str` (one line for `dcinet summary`).
+Optional: `load_pretrained(variables, config) -> variables` (host-side, after init),
+`describe(config) -> str` (one line for `dcinet summary`) and
+`learning_rate(config, total_steps) -> optax.Schedule`: the method's own schedule
+(FGCrossNet's halving, HSLM's step decay). A method that has one builds its optimizer
+from it; the loop logs the same hook (`state.method_learning_rate`), so the logged rate
+is the applied one. Without it the rate is the generic `config.optim` schedule
+(`state.learning_rate_schedule`), which the optimizer must then use.
+`check_training(config) -> None`: checks that only a training run needs (FGCrossNet: a
+later stage without `init_from`), raising ValueError; `dcinet train` calls it first,
+before any data is read or the workdir is created (eval, bench and profile do not).
 """
 
 from __future__ import annotations
@@ -51,6 +59,9 @@ import importlib
 import types
 from typing import Any
 
+from dcinet_jax import config_fields
+
+OPTIONAL = ('load_pretrained', 'describe', 'learning_rate', 'check_training')
 REQUIRED = ('build_model', 'init_variables', 'loss_fn', 'optimizer', 'batch_rule',
             'examples_per_step', 'steps_per_epoch', 'train_batches', 'synthetic_batch',
             'eval_outputs', 'DEFAULT_EVALUATOR')
@@ -87,6 +98,9 @@ def get(name: str) -> Any:
 
 
 def from_config(config: Any) -> Any:
+    """The method of `config`, after refusing fields that were renamed (one line that
+    names the new field, before anything is built)."""
+    config_fields.check_renamed(config)
     return get(str(config.get('method', 'dcinet')))
 
 
@@ -98,6 +112,9 @@ def check_contract(method: Any, name: str) -> None:
                          'contract in dcinet_jax/methods/__init__.py')
     for attr in REQUIRED:
         if attr != 'DEFAULT_EVALUATOR' and not callable(getattr(method, attr)):
+            raise ValueError(f'method {name!r}: {attr} must be callable')
+    for attr in OPTIONAL:
+        if getattr(method, attr, None) is not None and not callable(getattr(method, attr)):
             raise ValueError(f'method {name!r}: {attr} must be callable')
 
 

@@ -139,7 +139,7 @@ def examples_per_step(config: Any) -> int:
 def load_data(config: Any):
     """The config's feature file, checked against the model's input widths."""
     from input_pipeline.vegas_ave import reader as av_features
-    data = av_features.load(config.data)
+    data = av_features.load(config.data_dir, config.data)
     want = (int(config.data.visual_dim), int(config.data.audio_dim))
     if (data.visual_dim, data.audio_dim) != want:
         raise ValueError(f'{data.path}: features are visual {data.visual_dim}-d and audio '

@@ -121,8 +121,7 @@ def loss_fn(params, variables, batch, rng, *, model, config, step, axis_name=Non
     collections = dict(mutated)
     if axis_name is not None and not config.model.bn_sync and collections:
         collections = jax.lax.pmean(collections, axis_name)
-    metrics = dict(terms, loss=loss, accuracy=accuracy,
-                   epoch_learning_rate=learning_rate_schedule(config)(step))
+    metrics = dict(terms, loss=loss, accuracy=accuracy)
     return loss, (collections, metrics)
 
 
@@ -144,9 +143,19 @@ def decay_period_steps(config: Any) -> int:
     return epochs * spe
 
 
-def learning_rate_schedule(config: Any) -> optax.Schedule:
-    """lr_step = learning_rate * 0.5^floor(step / decay_period_steps)."""
-    lr = float(config.optim.learning_rate)
+def learning_rate(config: Any, total_steps: int) -> optax.Schedule:
+    """lr_step = learning_rate * 0.5^floor(step / decay_period_steps): the contract's
+    schedule hook, so the loop logs the halved rate; the optimizer below uses it too.
+
+    The generic `optim.schedule` / `optim.warmup_steps` do not apply (the halving is the
+    schedule); a value other than constant / 0 is refused rather than ignored."""
+    del total_steps
+    o = config.optim
+    if str(o.get('schedule', 'constant')) != 'constant' or int(o.get('warmup_steps', 0)):
+        raise ValueError(f"optim.schedule={o.get('schedule')!r}, optim.warmup_steps="
+                         f"{o.get('warmup_steps')}: FGCrossNet's rate is the halving "
+                         "(optim.halve_every_epochs); use 'constant' and 0")
+    lr = float(o.learning_rate)
     period = decay_period_steps(config)
     if period <= 0:
         return optax.constant_schedule(lr)
@@ -156,8 +165,7 @@ def learning_rate_schedule(config: Any) -> optax.Schedule:
 def optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:
     """SGD (PyTorch momentum form, L2 weight decay on the gradient); the centres'
     gradient is scaled by `loss.centre_grad_scale` first, as the released code does
-    after backward."""
-    del total_steps
+    after backward. Its rate is `learning_rate` (the one the loop logs)."""
     o = config.optim
 
     def labels(params):
@@ -168,7 +176,7 @@ def optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:
         optax.multi_transform({'centres': optax.scale(float(config.loss.centre_grad_scale)),
                                'net': optax.identity()}, labels),
         optax.add_decayed_weights(float(o.weight_decay)),
-        optax.sgd(learning_rate_schedule(config), momentum=float(o.momentum),
+        optax.sgd(learning_rate(config, total_steps), momentum=float(o.momentum),
                   nesterov=bool(o.nesterov)),
     )
 
@@ -215,6 +223,19 @@ def overlay(fresh: dict, saved: dict, *, skip: tuple[str, ...] = ()) -> tuple[di
         kept.append(name)
         return x
     return jax.tree_util.tree_map_with_path(pick, fresh), taken, kept
+
+
+def check_training(config: Any) -> None:
+    """A stage that starts from an earlier stage's weights (`previous_stage`, set by the
+    stage configs) needs `init_from`: without it the ranking stage would silently train
+    from scratch, to a much lower mAP, with nothing in the logs to say so."""
+    previous = str(config.get('previous_stage', ''))
+    if previous and not str(config.get('init_from', '')):
+        raise ValueError(
+            f'config.init_from is empty, but stage {config.get("variant", "")!r} starts from '
+            f'the weights of {previous}: train that first (dcinet train --config {previous} '
+            '--workdir DIR1 ...), then add --config.init_from=DIR1 here '
+            "(--config.previous_stage='' trains this stage from scratch on purpose)")
 
 
 def load_pretrained(variables: dict, config: Any) -> dict | None:

@@ -72,7 +72,7 @@ def vocab(config: Any):
 
 def _vocab_key(config: Any) -> tuple:
     d = config.data
-    return (str(d.data_dir), str(d.get('vocab_path', '') or ''),
+    return (str(config.data_dir), str(d.get('vocab_path', '') or ''),
             int(d.get('min_word_count', 4)), str(d.get('train_split', 'train')))
 
 
@@ -94,13 +94,13 @@ def split_tokens(config: Any, name: str):
     d = config.data
     key = _vocab_key(config)
     max_length = int(d.get('max_length', 0)) or None
-    return (_split(str(d.data_dir), name),
-            *_tokens(str(d.data_dir), name, key, max_length))
+    return (_split(str(config.data_dir), name),
+            *_tokens(str(config.data_dir), name, key, max_length))
 
 
 def _has_data(config: Any) -> bool:
     d = config.data
-    return (Path(str(d.data_dir)) / f"{d.get('train_split', 'train')}_ims.npy").is_file()
+    return (Path(str(config.data_dir)) / f"{d.get('train_split', 'train')}_ims.npy").is_file()
 
 
 def resolve(config: Any) -> Any:
@@ -108,12 +108,12 @@ def resolve(config: Any) -> Any:
     (unchanged where there is no data: bench, tracing)."""
     c = config.copy_and_resolve_references()
     if _has_data(config):
-        split = _split(str(config.data.data_dir), str(config.data.train_split))
+        split = _split(str(config.data_dir), str(config.data.train_split))
         _, regions, dim = split.images.shape
         c.data.num_regions, c.data.region_dim = int(regions), int(dim)
         c.model.vocab_size = len(vocab(config))
     elif config.data.get('vocab_path', '') and vocab_file(
-            str(config.data.data_dir), str(config.data.vocab_path)).is_file():
+            str(config.data_dir), str(config.data.vocab_path)).is_file():
         c.model.vocab_size = len(vocab(config))
     return c
 
@@ -222,8 +222,18 @@ def decay_step(config: Any) -> int | None:
     return int(o.decay_epoch) * steps_per_epoch(config)
 
 
-def learning_rate(config: Any) -> optax.Schedule:
+def learning_rate(config: Any, total_steps: int) -> optax.Schedule:
+    """`optim.learning_rate`, x `optim.decay_factor` from `decay_step` on: the contract's
+    schedule hook, so the loop logs the decayed rate; the optimizer below uses it too.
+
+    The generic `optim.schedule` / `optim.warmup_steps` do not apply (the step decay is
+    the schedule); a value other than constant / 0 is refused rather than ignored."""
+    del total_steps
     o = config.optim
+    if str(o.get('schedule', 'constant')) != 'constant' or int(o.get('warmup_steps', 0)):
+        raise ValueError(f"optim.schedule={o.get('schedule')!r}, optim.warmup_steps="
+                         f"{o.get('warmup_steps')}: HSLM's rate is the step decay "
+                         "(optim.decay_epoch, optim.decay_factor); use 'constant' and 0")
     at = decay_step(config)
     if at is None:
         return optax.constant_schedule(float(o.learning_rate))
@@ -232,11 +242,11 @@ def learning_rate(config: Any) -> optax.Schedule:
 
 
 def optimizer(config: Any, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping (optim.grad_clip), then Adam (no weight decay)."""
-    del total_steps
+    """Global-norm clipping (optim.grad_clip), then Adam (no weight decay) at the rate
+    `learning_rate` (the one the loop logs)."""
     o = config.optim
     return optax.chain(optax.clip_by_global_norm(float(o.grad_clip)),
-                       optax.adam(learning_rate(config), b1=float(o.b1), b2=float(o.b2),
+                       optax.adam(learning_rate(config, total_steps), b1=float(o.b1), b2=float(o.b2),
                                   eps=float(o.get('eps', 1e-8))))
 
 
@@ -326,7 +336,7 @@ def eval_arrays(config: Any, name: str, *, num_images: int = 0):
     `num_images` > 0 keeps the first images (the reference validates on 1,000)."""
     d = config.data
     key = _vocab_key(config)
-    return _eval_arrays(str(d.data_dir), name, key, num_images or None,
+    return _eval_arrays(str(config.data_dir), name, key, num_images or None,
                         int(d.get('max_length', 0)) or None)
 
 

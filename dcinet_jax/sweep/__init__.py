@@ -47,7 +47,8 @@ def _check_configs(plan: dict) -> str | None:
     evaluator of the first run (the results tables use it)."""
     from absl import flags
     from ml_collections import config_flags
-    from dcinet_jax import methods
+    from dcinet_jax import config_fields, methods
+
     def load(spec, overrides):
         argv = ['dcinet sweep', '--config', spec, *overrides]
         fv = flags.FlagValues()
@@ -67,6 +68,9 @@ def _check_configs(plan: dict) -> str | None:
         try:
             config = load(spec, plan['overrides'])
         except (flags.Error, AttributeError, KeyError) as e:  # an override names no field
+            renamed = config_fields.renamed_override(plan['overrides'])
+            if renamed:
+                raise SweepError(f'--config {spec}: {renamed}') from None
             name = re.search(r"([A-Za-z_][\w.]*)", str(e))
             hint = re.search(r'Did you mean "([\w.]+)"', str(e))
             raise SweepError(f'--config {spec} {" ".join(plan["overrides"])}: no such config '

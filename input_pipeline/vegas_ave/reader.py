@@ -56,7 +56,7 @@ def feature_file(data_dir: str | os.PathLike, name: str, file: str = '') -> Path
                          '(or set data.file)')
     path = Path(data_dir) / (file or FILE_NAMES[name])
     if not path.is_file():
-        raise FileNotFoundError(f'{path}: no such feature file (data.data_dir / data.file; '
+        raise FileNotFoundError(f'{path}: no such feature file (config.data_dir / data.file; '
                                 '`dcinet demo-data --format vegas --out DIR` writes a synthetic one)')
     return path
 
@@ -196,14 +196,15 @@ class AVData:
 _CACHE: dict[tuple, AVData] = {}
 
 
-def load(data_config) -> AVData:
-    """The data of a config's `data` section (cached per process by its settings).
+def load(data_dir: str | os.PathLike, data_config) -> AVData:
+    """The data in `data_dir` (the config's `data_dir`) as its `data` section says
+    (cached per process by its settings).
 
-    Reads data_dir, name, file, num_classes, select_on ('val' carves val_fraction of
-    train with split_seed; 'test' keeps the whole train split), input_norm.
+    Reads name, file, num_classes, select_on ('val' carves val_fraction of train with
+    split_seed; 'test' keeps the whole train split), input_norm.
     """
     d = data_config
-    path = feature_file(d.data_dir, d.name, d.get('file', ''))
+    path = feature_file(data_dir, d.name, d.get('file', ''))
     select_on = str(d.get('select_on', 'val'))
     if select_on not in ('val', 'test'):
         raise ValueError(f"data.select_on={select_on!r}: expected 'val' or 'test'")
