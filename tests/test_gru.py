@@ -123,3 +123,30 @@ def test_adam_steps_like_torch_and_the_folded_cell_does_not():
         folded_move = folded['i' + gate]['bias'] - before
         assert not np.allclose(folded_move, torch_move, atol=1e-6)
         np.testing.assert_allclose(torch_move / folded_move, 2.0, rtol=1e-3)
+
+
+def test_a_folded_hslm_checkpoint_is_refused_in_one_line(tmp_path):
+    """A checkpoint written before the six-bias cell (no `hr/bias`, `hz/bias`) is refused
+    by `dcinet eval` with one line naming the missing bias (docs/hslm_model.md)."""
+    from configs import hslm_test
+    from dcinet_jax import checkpoints, evaluate_checkpoint
+    from dcinet_jax.state import TrainState, build_trainer
+    config = hslm_test.get_config()
+    config.data.data_dir = str(tmp_path / 'no_data')
+    trainer = build_trainer(config, total_steps=1, check_batch=False)
+    variables = trainer.method.init_variables(trainer.eval_model, jax.random.key(0), config)
+    params = jax.tree_util.tree_map(np.asarray, variables['params'])
+    for direction in ('gru_forward', 'gru_backward'):
+        for gate in ('hr', 'hz'):
+            del params['text_encoder'][direction][gate]['bias']
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       opt_state={'count': jnp.zeros((), jnp.int32)},
+                       collections={'batch_stats': variables['batch_stats']})
+    ckpt = checkpoints.Checkpointer(tmp_path / 'checkpoints', best_metric='rsum', async_save=False)
+    ckpt.save(1, state)
+    ckpt.close()
+    with pytest.raises(checkpoints.CheckpointMismatchError) as e:
+        evaluate_checkpoint.restore_for_eval(config, tmp_path)
+    message = str(e.value)
+    assert len(message.splitlines()) == 1
+    assert 'text_encoder/gru_backward/hr/bias is absent in the checkpoint' in message

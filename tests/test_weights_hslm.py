@@ -172,5 +172,48 @@ def test_refusals_are_one_line_each_and_write_nothing(config, fresh, imported, t
         hslm.import_state(other_vocab, fresh, config, source='m.pth')
     lines = str(e.value).splitlines()
     assert len(lines) == 3 and 'txt_enc.embed.weight' in lines[1]
-    assert 'opt.vocab_size=50 vs model.vocab_size=40' in lines[2]
+    assert 'opt.vocab_size=50 vs 40 here' in lines[2]
+
+    built_vocab = config.copy_and_resolve_references()
+    built_vocab.data.vocab_path = ''        # a vocabulary built from captions: other ids
+    with pytest.raises(ValueError) as e:
+        hslm.import_state(obj, fresh, built_vocab, source='m.pth')
+    assert 'data.vocab_path' in str(e.value) and len(str(e.value).splitlines()) == 1
     assert sorted(os.listdir(tmp_path)) == sorted(before + ['whole.pth'])
+
+
+def test_eval_weights_on_demo_data_equals_recall_of_the_pytorch_scores(tmp_path):
+    """`dcinet eval --weights` (commands.evaluate_weights, as the CLI calls it) on a demo
+    precomp folder: results.json's recalls are those of the PyTorch model's own score
+    matrix (each caption alone) on the test split, and it records what was evaluated."""
+    import json
+
+    from dcinet_jax.evaluators import recall
+    from dcinet_jax.methods import hslm as hslm_method
+    from dcinet_jax.weights import commands
+    from input_pipeline.demo import precomp as precomp_demo
+    data_dir = tmp_path / 'data'
+    precomp_demo.write_precomp_demo(data_dir, values=4, train_images=12, dev_images=8,
+                                    test_images=12, testall_images=4, regions=8,
+                                    feature_dim=16, seed=2)
+    config = hslm_test.get_config()
+    config.data.data_dir = str(data_dir)
+    config.eval.dev_split = ''
+    resolved = hslm_method.resolve(config)
+    parts = peer.build(resolved, seed=3)
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save(public_checkpoint(parts, resolved), path)
+    results = commands.evaluate_weights(config, path, tmp_path / 'workdir')
+
+    _, tokens, lengths = hslm_method.split_tokens(resolved, 'test')
+    arrays = hslm_method.eval_arrays(resolved, 'test')
+    images = np.load(data_dir / 'test_ims.npy')
+    scores = np.concatenate([peer.scores(parts, images, tokens[j:j + 1, :n], lengths[j:j + 1])
+                             for j, n in enumerate(lengths)], axis=1)
+    want = recall.recall_metrics(scores, arrays.caption_image)
+    saved = json.loads((tmp_path / 'workdir' / 'eval' / '0' / 'results.json').read_text())
+    for key, value in want.items():
+        assert saved[key] == pytest.approx(value, abs=1e-9), key
+        assert results[key] == pytest.approx(value, abs=1e-9), key
+    assert saved['weights']['format'] == hslm.FORMAT
+    assert saved['weights']['sha256'] == files.sha256(path)

@@ -1,4 +1,4 @@
-"""HSLM whole-model weights <-> the public code's checkpoint (docs/weights.md#hslm).
+"""HSLM whole-model weights <-> the public code's checkpoint (docs/hslm_model.md#weights).
 
 The public HSLM code (an SGRAF/SCAN-style PyTorch model: `EncoderImage`, `EncoderText`,
 `EncoderSimilarity`) saves `torch.save({'model': [img_enc.state_dict(),
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,9 +61,21 @@ TEXT_ATTN = (('key', 'embedding_local'), ('query', 'embedding_global'), ('value'
 # (ours, public) of the image / text global poolings
 POOL = (('local', 'embedding_local.0'), ('global', 'embedding_global.0'),
         ('common', 'embedding_common.0'))
-# options the public evaluation.py reads to rebuild the model, checked against the config
-OPT_FIELDS = (('vocab_size', 'vocab_size'), ('embed_size', 'embed_dim'),
-              ('word_dim', 'word_dim'), ('sim_dim', 'sim_dim'))
+# the vocabulary must be the checkpoint's: ids are positions in its JSON
+VOCAB_FIELD = 'vocab_path'
+
+
+def sizes(variables: Mapping) -> dict:
+    """The public options' sizes (opts.py names) of a model, read from its variables (the
+    config's `model.vocab_size` is replaced by the data's vocabulary size at run time)."""
+    p = variables['params']
+    embed = p['text_encoder']['embed']['embedding']
+    head = p['head']
+    sim = head['local_sim_kernel'] if 'local_sim_kernel' in head else head['global_sim_kernel']
+    return {'img_dim': int(p['image_encoder']['fc']['kernel'].shape[0]),
+            'vocab_size': int(embed.shape[0]), 'word_dim': int(embed.shape[1]),
+            'embed_size': int(p['image_encoder']['fc']['kernel'].shape[1]),
+            'sim_dim': int(sim.shape[1])}
 
 
 def _head_name(base: str, h: int) -> str:
@@ -230,49 +243,56 @@ def _state(obj: Any, source: str) -> dict:
             for key, value in state.items()}
 
 
-def _option_hint(obj: Mapping, config: Any) -> str:
+def _option_hint(obj: Mapping, variables: Mapping) -> str:
     """A line naming the sizes where the checkpoint's recorded options contradict the
-    config (the usual cause of mis-shaped keys: another vocabulary JSON than the one the
+    model (the usual cause of mis-shaped keys: another vocabulary JSON than the one the
     checkpoint was trained with); '' when they agree or are not recorded."""
     opt = obj.get('opt')
     if opt is None:
         return ''
     opt = vars(opt) if isinstance(opt, argparse.Namespace) else dict(opt)
-    wrong = [f'opt.{theirs}={opt[theirs]} vs model.{ours}={config.model[ours]}'
-             for theirs, ours in OPT_FIELDS
-             if theirs in opt and int(opt[theirs]) != int(config.model[ours])]
+    wrong = [f'opt.{name}={opt[name]} vs {value} here' for name, value in sizes(variables).items()
+             if isinstance(opt.get(name), int) and opt[name] != value]
     if not wrong:
         return ''
     return (f'  the checkpoint was trained with other sizes ({"; ".join(wrong)}): use its '
             'vocabulary JSON (data.vocab_path) and model sizes')
 
 
+def _check_vocab(config: Any, source: str) -> None:
+    """A vocabulary built from the captions has other ids than the checkpoint's JSON, even
+    at the same size: refuse rather than score with shuffled word ids."""
+    data = config.get('data', None)
+    if data is not None and VOCAB_FIELD in data and not str(data[VOCAB_FIELD] or ''):
+        raise ValueError(f'{source}: an HSLM checkpoint needs the vocabulary JSON it was trained '
+                         'with (the public code keeps it in vocab/<data_name>_vocab.json): set '
+                         '--config.data.vocab_path=FILE')
+
+
 def import_state(obj: Any, variables: dict, config: Any, *, source: str = 'weights') -> dict:
     """New variables holding the public checkpoint `obj` (see the module docstring)."""
     state = _state(obj, source)
+    _check_vocab(config, source)
     heads = int(config.model.relation_heads)
     expanded = _expand(variables, heads)
     table = entries(expanded, heads)
     try:
         layout.check(state, table, expanded, source=source)
     except ValueError as e:
-        hint = _option_hint(obj, config)
+        hint = _option_hint(obj, variables)
         raise ValueError(f'{e}\n{hint}' if hint else str(e)) from None
     new = layout.import_entries(state, table, expanded, source=source)
     return _collapse(new, variables, heads)
 
 
 def options(variables: Mapping, config: Any) -> argparse.Namespace:
-    """The `opt` the public code rebuilds the model from (its opts.py names)."""
-    p = variables['params']
+    """The `opt` the public code rebuilds the model from (its opts.py names); `data_name`
+    is the data folder's name (f30k_precomp), as the public code names its vocab JSON."""
     return argparse.Namespace(
-        data_name=str(config.data.get('name', 'precomp')), vocab_path='./vocab/',
-        img_dim=int(p['image_encoder']['fc']['kernel'].shape[0]),
-        vocab_size=int(p['text_encoder']['embed']['embedding'].shape[0]),
-        word_dim=int(config.model.word_dim), embed_size=int(config.model.embed_dim),
-        sim_dim=int(config.model.sim_dim), num_layers=1, bi_gru=True, no_imgnorm=False,
-        no_txtnorm=False, drop_out=0.0, margin=float(config.loss.get('margin', 0.2)),
-        max_violation=True, grad_clip=2.0, batch_size=128, workers=2,
+        data_name=Path(str(config.data.data_dir)).name, vocab_path='./vocab/',
+        **sizes(variables), num_layers=1, bi_gru=True, no_imgnorm=False, no_txtnorm=False,
+        drop_out=0.0, margin=float(config.loss.get('margin', 0.2)), max_violation=True,
+        grad_clip=2.0, batch_size=128, workers=2,
         learning_rate=float(config.optim.learning_rate))
 
 
