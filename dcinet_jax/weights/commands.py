@@ -30,8 +30,10 @@ def fresh_variables(config: Any):
     """(trainer, host variables) of a model freshly initialised from `config.seed`: the
     shapes an import fills. `model.pretrained` is not read: the file replaces it all."""
     trainer = build_trainer(config, total_steps=1, check_batch=False)
-    init = jax.jit(lambda rng: trainer.method.init_variables(trainer.eval_model, rng, config))
-    return trainer, parallel.to_host(init(jax.random.key(int(config.seed))))
+    # Eager, not jitted: one small forward on zeros, cheaper than compiling it once.
+    variables = trainer.method.init_variables(trainer.eval_model,
+                                              jax.random.key(int(config.seed)), config)
+    return trainer, parallel.to_host(variables)
 
 
 def load_weights(config: Any, path: str | os.PathLike):

@@ -122,7 +122,7 @@ def _flatten(obj: Any, prefix: str, arrays: dict) -> Any:
     """The skeleton of `obj` (arrays replaced by '@tensor', Namespaces by a marked dict)
     and its arrays in `arrays` under '.'-joined keys."""
     if isinstance(obj, np.ndarray):
-        arrays[prefix] = np.ascontiguousarray(obj)
+        arrays[prefix] = np.array(obj, order="C")
         return _TENSOR
     if isinstance(obj, argparse.Namespace):
         return {_NAMESPACE: _flatten(vars(obj), prefix, arrays)}
@@ -192,7 +192,7 @@ def save(obj: Any, path: str | os.PathLike, fmt: str = 'pytorch', *, force: bool
 def _to_torch(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         import torch
-        return torch.from_numpy(np.ascontiguousarray(obj).copy())
+        return torch.from_numpy(np.array(obj, order="C"))
     if isinstance(obj, Mapping):
         return {k: _to_torch(v) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -45,7 +45,7 @@ def to_flax(value: np.ndarray, kind: str) -> np.ndarray:
     if kind in _TO_FLAX:
         if value.ndim != len(_TO_FLAX[kind]):
             return value  # wrong rank: reported as mis-shaped by the checker
-        return np.ascontiguousarray(value.transpose(_TO_FLAX[kind]))
+        return np.array(value.transpose(_TO_FLAX[kind]), order="C")
     return value
 
 
@@ -53,8 +53,8 @@ def to_torch(value: np.ndarray, kind: str) -> np.ndarray:
     """One Flax array in the PyTorch layout of `kind` (inverse of `to_flax`)."""
     value = np.asarray(value)
     if kind in _TO_TORCH:
-        return np.ascontiguousarray(value.transpose(_TO_TORCH[kind]))
-    return np.ascontiguousarray(value)
+        return np.array(value.transpose(_TO_TORCH[kind]), order="C")
+    return np.array(value, order="C")  # a copy, 0-d kept (ascontiguousarray makes it 1-d)
 
 
 def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -131,6 +131,13 @@ def _names(keys: Sequence[str]) -> str:
     return ', '.join(keys[:SHOWN]) + more
 
 
+def present(entries: Sequence[Entry], variables: Mapping[str, Any]) -> list[Entry]:
+    """The entries whose Flax variable this model has (a model option may drop some, e.g.
+    DSFFN's paper gates have no w2/w4): the file's keys for the others are then unknown."""
+    flat = {c: flatten(variables.get(c, {})) for c in ('params', 'batch_stats')}
+    return [e for e in entries if e.kind == 'counter' or e.path in flat.get(e.collection, {})]
+
+
 def check(state: Mapping[str, Any], entries: Sequence[Entry], variables: Mapping[str, Any], *,
           source: str, optional: Sequence[str] = ()) -> None:
     """Raises one ValueError when `state` does not fit the table: a header line, then one
@@ -140,6 +147,7 @@ def check(state: Mapping[str, Any], entries: Sequence[Entry], variables: Mapping
         raise ValueError(f'{source}: expected a state dict (name -> tensor), got '
                          f'{type(state).__name__}')
     flat = {c: flatten(variables.get(c, {})) for c in ('params', 'batch_stats')}
+    entries = present(entries, variables)
     table = {e.torch_key: e for e in entries}
     unknown = [k for k in state if k not in table]
     missing = [e.torch_key for e in entries if e.torch_key not in state
@@ -152,9 +160,6 @@ def check(state: Mapping[str, Any], entries: Sequence[Entry], variables: Mapping
         shape = getattr(value, 'shape', None)
         if shape is None:
             shaped.append(f'{key} (not an array)')
-            continue
-        if e.path not in flat.get(e.collection, {}):
-            shaped.append(f'{key} (this model has no {e.collection}/{"/".join(e.path)})')
             continue
         want = tuple(flat[e.collection][e.path].shape)
         have = to_flax(value, e.kind).shape
@@ -196,7 +201,7 @@ def import_entries(state: Mapping[str, Any], entries: Sequence[Entry],
     check(state, entries, variables, source=source, optional=optional)
     out = {c: flatten(tree) if isinstance(tree, Mapping) else tree
            for c, tree in variables.items()}
-    for e in entries:
+    for e in present(entries, variables):
         if e.kind == 'counter' or e.torch_key not in state:
             continue
         old = out[e.collection][e.path]
@@ -208,7 +213,7 @@ def export_entries(variables: Mapping[str, Any], entries: Sequence[Entry]) -> di
     """{PyTorch key: array in PyTorch's layout} for every entry (inverse of import)."""
     flat = {c: flatten(variables.get(c, {})) for c in ('params', 'batch_stats')}
     out = {}
-    for e in entries:
+    for e in present(entries, variables):
         if e.kind == 'counter':
             out[e.torch_key] = np.zeros((), np.int64)
         else:
