@@ -89,6 +89,12 @@ def _count(tree: Mapping, prefix: str) -> int:
 
 # ----------------------------------------------------------------------------- views
 
+def _gru_gate(path: tuple[str, ...]) -> bool:
+    """Whether `path` is a leaf of one GRU gate (text_encoder/gru_*/{ir,...,hn}/...)."""
+    return (len(path) == 4 and path[0] == 'text_encoder' and path[1].startswith('gru_')
+            and path[2][:1] in ('i', 'h') and path[2][1:] in GATES)
+
+
 def _expand(variables: Mapping, heads: int) -> dict:
     """Our variables seen in the public shapes: per-head relation projections and k=1
     convolutions as (1, in, out) kernels; each GRU direction as two fused (in, 3H) kernels
@@ -105,8 +111,7 @@ def _expand(variables: Mapping, heads: int) -> dict:
                     _reshape(part, (1, *part.shape)) if leaf == 'kernel' else part)
         elif path[0] == 'image_encoder' and module in ('w_g', 'w_r') and leaf == 'kernel':
             out[path] = _reshape(value, (1, *value.shape))
-        elif path[0] == 'text_encoder' and module[:1] in 'ih' and module[1:] in GATES \
-                and path[-3].startswith('gru_'):
+        elif _gru_gate(path):
             continue                                   # fused below
         else:
             out[path] = value
@@ -131,8 +136,7 @@ def _collapse(expanded: Mapping, variables: Mapping, heads: int) -> dict:
             out[path] = np.concatenate(parts, axis=-1)
         elif path[0] == 'image_encoder' and module in ('w_g', 'w_r') and leaf == 'kernel':
             out[path] = flat[path][0]
-        elif path[0] == 'text_encoder' and module[:1] in 'ih' and module[1:] in GATES \
-                and path[-3].startswith('gru_'):
+        elif _gru_gate(path):
             fused = flat[path[:-2] + (module[0] + 'h', leaf)]
             hidden = like.shape[-1]
             g = GATES.index(module[1:])
