@@ -291,9 +291,11 @@ def import_state(obj: Any, variables: dict, config: Any, *, source: str = 'weigh
 
 def options(variables: Mapping, config: Any) -> argparse.Namespace:
     """The `opt` the public code rebuilds the model from (its opts.py names); `data_name`
-    is the data folder's name (f30k_precomp), as the public code names its vocab JSON."""
+    is the data folder's name (f30k_precomp) and `data_path` its parent, as the public
+    code joins them (and names its vocab JSON after `data_name`)."""
+    data_dir = Path(str(config.data.data_dir))
     return argparse.Namespace(
-        data_name=Path(str(config.data.data_dir)).name, vocab_path='./vocab/',
+        data_path=str(data_dir.parent), data_name=data_dir.name, vocab_path='./vocab/',
         **sizes(variables), num_layers=1, bi_gru=True, no_imgnorm=False, no_txtnorm=False,
         drop_out=0.0, margin=float(config.loss.get('margin', 0.2)), max_violation=True,
         grad_clip=2.0, batch_size=128, workers=2,
