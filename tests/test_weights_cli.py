@@ -157,3 +157,42 @@ def test_refused_file_is_one_line_exit_1_and_writes_nothing(dsffn_data, tmp_path
     assert 'missing key(s): MmFA.joint_attention_map.weight' in err[2]
     assert 'Traceback' not in p.stderr
     assert not (tmp_path / 'run').exists()
+
+
+def test_hslm_eval_weights_and_export(tmp_path):
+    """HSLM through the command line: the public SCAN-style checkpoint (three state dicts,
+    argparse options) evaluated with --weights, then exported back from a workdir."""
+    import argparse
+
+    import hslm_public_peer as peer
+    from configs import hslm_test
+    from dcinet_jax.methods import hslm as hslm_method
+    from input_pipeline.demo import precomp as precomp_demo
+    from test_weights_hslm import public_checkpoint
+    data_dir = tmp_path / 'data'
+    precomp_demo.write_precomp_demo(data_dir, values=4, train_images=12, dev_images=8,
+                                    test_images=12, testall_images=4, regions=8,
+                                    feature_dim=16, seed=2)
+    config = hslm_test.get_config()
+    config.data.data_dir = str(data_dir)
+    config.eval.dev_split = ''
+    flags = [f'--config={REPO / "configs" / "hslm_test.py"}', f'--config.data.data_dir={data_dir}',
+             '--config.eval.dev_split=']
+    resolved = hslm_method.resolve(config)
+    parts = peer.build(resolved, seed=4)
+    path = tmp_path / 'model_best.pth.tar'
+    torch.save(public_checkpoint(parts, resolved), path)
+    results = _eval_cli(flags, path, tmp_path / 'run')
+    direct = commands.evaluate_weights(config, path)          # no workdir: nothing written
+    recalls = {k: v for k, v in direct.items() if isinstance(v, float)}
+    assert len(recalls) >= 7 and 'rsum' in recalls
+    assert {k: results[k] for k in recalls} == pytest.approx(recalls, abs=1e-12)
+    assert results['weights']['format'] == weights.for_method('hslm').FORMAT
+
+    _, variables, _ = commands.load_weights(config, path)
+    _save_checkpoint(config, variables, tmp_path / 'run')
+    cli.main(['export', *flags, f'--workdir={tmp_path / "run"}', f'--out={tmp_path / "ours.pth"}'])
+    got = files.load_torch_file(tmp_path / 'ours.pth', allowed=(argparse.Namespace,))
+    for part, exported in zip(parts, got['model']):
+        _assert_same_state(exported, part.state_dict())
+        part.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
