@@ -5,10 +5,8 @@
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--config.field=value ...]
-    dcinet eval      --config FILE --workdir DIR [--step N] | --config FILE --weights FILE
-                     [--workdir DIR]
-    dcinet export    --config FILE --workdir DIR --out FILE [--step N
-                     --format pytorch|safetensors --force]
+    dcinet eval      --config FILE (--workdir DIR [--step N] | --weights FILE [--workdir DIR])
+    dcinet export    --config FILE --workdir DIR --out FILE [--step N --format safetensors --force]
     dcinet bench     --config FILE [--batch_per_modality N --steps K --dtype bfloat16|float32
                      --peer torch]
     dcinet profile   --config FILE --workdir DIR [--steps a:b]
@@ -215,28 +213,18 @@ def train(argv):
 def eval_(argv):
     def define(fv):
         _config_flag(fv)
-        flags.DEFINE_string('workdir', None, 'run directory (its checkpoint is evaluated; with '
+        flags.DEFINE_string('workdir', None, 'run directory: its checkpoint is evaluated (with '
                             '--weights it only receives the results)', flag_values=fv)
-        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)',
-                             flag_values=fv)
+        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
         flags.DEFINE_bool('best', False, 'evaluate the best checkpoint by config.eval.best_metric',
                           flag_values=fv)
-        flags.DEFINE_string('weights', None, "a whole-model weights file in the method's public "
-                            'layout (.pth/.pkl/.safetensors; docs/weights.md) evaluated instead '
-                            'of a checkpoint', flag_values=fv)
+        flags.DEFINE_string('weights', None, "evaluate this whole-model file in the method's "
+                            'public PyTorch layout instead (docs/weights.md)', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet eval')
     from dcinet_jax import evaluate
-    if fv.weights:
-        if fv.step is not None or fv.best:
-            sys.exit('dcinet eval: --step/--best select a workdir checkpoint; not with --weights')
-        from dcinet_jax.weights import commands
-        results = commands.evaluate_weights(_config(fv), fv.weights, fv.workdir)
-    else:
-        if not fv.workdir:
-            sys.exit('dcinet eval: --workdir DIR (a checkpoint to evaluate) or --weights FILE '
-                     'is required')
-        from dcinet_jax import evaluate_checkpoint
-        results = evaluate_checkpoint.run(_config(fv), fv.workdir, step=fv.step, best=fv.best)
+    from dcinet_jax.weights import commands
+    results = commands.evaluate(_config(fv), fv.workdir, step=fv.step, best=fv.best,
+                                weights_path=fv.weights)
     print(evaluate.format_table(_config(fv), results))
     if fv.workdir:
         print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')
@@ -248,8 +236,7 @@ def export(argv):
         _config_flag(fv)
         _workdir_flag(fv)
         flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
-        flags.DEFINE_enum('format', 'pytorch', ['pytorch', 'safetensors'],
-                          'pytorch: torch.save of the state dict; safetensors: no pickle',
+        flags.DEFINE_enum('format', 'pytorch', ['pytorch', 'safetensors'], 'file format',
                           flag_values=fv)
         flags.DEFINE_string('out', None, 'output file', flag_values=fv, required=True)
         flags.DEFINE_bool('force', False, 'overwrite an existing --out', flag_values=fv)

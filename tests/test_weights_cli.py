@@ -196,3 +196,18 @@ def test_hslm_eval_weights_and_export(tmp_path):
     for part, exported in zip(parts, got['model']):
         _assert_same_state(exported, part.state_dict())
         part.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
+
+
+def test_eval_flag_combinations_are_one_line_errors(tmp_path, capsys):
+    config = f'--config={REPO / "configs" / "test.py"}'
+    for argv, message in ((['eval', config], '--workdir DIR (its checkpoint is evaluated) or '
+                                             '--weights FILE is required'),
+                          (['eval', config, f'--weights={tmp_path / "w.pth"}', '--best'],
+                           '--step/--best pick a workdir checkpoint'),
+                          (['eval', config, f'--weights={tmp_path / "w.pth"}'],
+                           f'weights file not found: {tmp_path / "w.pth"}')):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert str(e.value).splitlines()[0].startswith('dcinet eval: error: ')
+        assert message in str(e.value).splitlines()[0]
+    assert list(tmp_path.iterdir()) == []

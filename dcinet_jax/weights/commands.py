@@ -60,6 +60,20 @@ def evaluate_weights(config: Any, path: str | os.PathLike, workdir=None) -> dict
                                        record={'weights': record})
 
 
+def evaluate(config: Any, workdir=None, *, step: int | None = None, best: bool = False,
+             weights_path=None) -> dict:
+    """`dcinet eval`: the weights file when given (`workdir` optional, results only),
+    else checkpoint `step` / the best / the latest of `workdir`."""
+    if weights_path:
+        if step is not None or best:
+            raise ValueError('--step/--best pick a workdir checkpoint; they do not apply to '
+                             '--weights')
+        return evaluate_weights(config, weights_path, workdir)
+    if not workdir:
+        raise ValueError('--workdir DIR (its checkpoint is evaluated) or --weights FILE is required')
+    return evaluate_checkpoint.run(config, workdir, step=step, best=best)
+
+
 def export(config: Any, workdir, out, *, fmt: str = 'pytorch', step: int | None = None,
            force: bool = False) -> tuple[str, int]:
     """Writes checkpoint `step` (default latest) of `workdir` to `out` in the method's
