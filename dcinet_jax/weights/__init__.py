@@ -35,6 +35,7 @@ Modules:
   public `v_a_model.py` CrossModal_NN), `dcinet` (no public code: our own whole-model
   layout, torchvision names for the backbone), `hslm` (SCAN/SGRAF-style checkpoint).
 
+`commands` runs `dcinet eval --weights` and `dcinet export` on these.
 `for_method(name)` returns the module for `config.method`.
 """
 
