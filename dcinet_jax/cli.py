@@ -223,8 +223,8 @@ def eval_(argv):
     fv = _flag_values(argv, define, 'dcinet eval')
     from dcinet_jax import evaluate
     from dcinet_jax.weights import commands
-    results = commands.evaluate(_config(fv), fv.workdir, step=fv.step, best=fv.best,
-                                weights_path=fv.weights)
+    results = commands.run_eval(_config(fv), fv.workdir, step=fv.step, best=fv.best,
+                                 weights_path=fv.weights)
     print(evaluate.format_table(_config(fv), results))
     if fv.workdir:
         print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')

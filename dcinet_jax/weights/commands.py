@@ -60,8 +60,8 @@ def evaluate_weights(config: Any, path: str | os.PathLike, workdir=None) -> dict
                                        record={'weights': record})
 
 
-def evaluate(config: Any, workdir=None, *, step: int | None = None, best: bool = False,
-             weights_path=None) -> dict:
+def run_eval(config: Any, workdir=None, *, step: int | None = None, best: bool = False,
+                 weights_path=None) -> dict:
     """`dcinet eval`: the weights file when given (`workdir` optional, results only),
     else checkpoint `step` / the best / the latest of `workdir`."""
     if weights_path:
