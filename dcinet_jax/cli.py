@@ -5,7 +5,8 @@
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--config.field=value ...]
-    dcinet eval      --config FILE --workdir DIR [--step N]
+    dcinet eval      --config FILE (--workdir DIR [--step N] | --weights FILE [--workdir DIR])
+    dcinet export    --config FILE --workdir DIR --out FILE [--step N --format safetensors --force]
     dcinet bench     --config FILE [--batch_per_modality N --steps K --dtype bfloat16|float32
                      --peer torch]
     dcinet profile   --config FILE --workdir DIR [--steps a:b]
@@ -210,20 +211,42 @@ def train(argv):
         sys.exit(exit_codes.INTERRUPTED)  # unfinished: schedulers requeue, scripts stop
 
 
-@command('eval', 'evaluate a checkpoint with the benchmark protocol')
+@command('eval', 'evaluate a checkpoint (or a weights file) with the benchmark protocol')
 def eval_(argv):
     def define(fv):
         _config_flag(fv)
-        _workdir_flag(fv)
-        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)',
-                             flag_values=fv)
+        flags.DEFINE_string('workdir', None, 'run directory: its checkpoint is evaluated (with '
+                            '--weights it only receives the results)', flag_values=fv)
+        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
         flags.DEFINE_bool('best', False, 'evaluate the best checkpoint by config.eval.best_metric',
                           flag_values=fv)
+        flags.DEFINE_string('weights', None, "evaluate this whole-model file in the method's "
+                            'public PyTorch layout instead (docs/weights.md)', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet eval')
-    from dcinet_jax import evaluate, evaluate_checkpoint
-    results = evaluate_checkpoint.run(_config(fv), fv.workdir, step=fv.step, best=fv.best)
+    from dcinet_jax import evaluate
+    from dcinet_jax.weights import commands
+    results = commands.run_eval(_config(fv), fv.workdir, step=fv.step, best=fv.best,
+                                 weights_path=fv.weights)
     print(evaluate.format_table(_config(fv), results))
-    print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')
+    if fv.workdir:
+        print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')
+
+
+@command('export', "write a checkpoint's weights in the method's public PyTorch layout")
+def export(argv):
+    def define(fv):
+        _config_flag(fv)
+        _workdir_flag(fv)
+        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
+        flags.DEFINE_enum('format', 'pytorch', ['pytorch', 'safetensors'], 'file format',
+                          flag_values=fv)
+        flags.DEFINE_string('out', None, 'output file', flag_values=fv, required=True)
+        flags.DEFINE_bool('force', False, 'overwrite an existing --out', flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet export')
+    from dcinet_jax.weights import commands
+    path, step = commands.export(_config(fv), fv.workdir, fv.out, fmt=fv.format, step=fv.step,
+                                 force=fv.force)
+    print(f'step {step} of {fv.workdir} written to {path} ({fv.format})')
 
 
 @command('bench', "time the method's full train step on synthetic device batches")

@@ -17,14 +17,15 @@ from dcinet_jax.evaluators import report
 
 
 def evaluate_variables(config: Any, method: Any, model: Any, variables: Mapping, *,
-                       step: int, workdir=None) -> dict:
+                       step: int, workdir=None, record: Mapping | None = None) -> dict:
     """Results of `config.eval.metrics` (or the method's default evaluator) at `step`;
-    written under `workdir/eval/` when `workdir` is given."""
+    written under `workdir/eval/` when `workdir` is given. `record`: entries added to
+    the results as they are (what was evaluated, e.g. {'weights': {path, sha256, format}})."""
     evaluator = evaluators.get(methods.evaluator_name(method, config))
     t0 = time.time()
     outputs = method.eval_outputs(model, variables, config)
     t1 = time.time()
-    results = {'step': int(step), **evaluator.evaluate(outputs, config=config)}
+    results = {'step': int(step), **evaluator.evaluate(outputs, config=config), **(record or {})}
     results.setdefault('protocol', {})['seconds'] = {
         'outputs': round(t1 - t0, 2), 'scoring': round(time.time() - t1, 2)}
     if workdir is not None and jax.process_index() == 0:

@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from dcinet_jax.weights import layout
+from dcinet_jax.weights.layout import flatten as _flatten, unflatten as _unflatten
+
 logger = logging.getLogger(__name__)
 
 HEAD = 'fc'
@@ -38,66 +41,25 @@ _ANCHORS = {'resnet': 'conv1.weight', 'vgg': 'features.0.weight', 'vit': 'patch_
 _HEADS = {'resnet': ('fc',), 'vgg': ('classifier.6', 'fc'), 'vit': ('head',)}
 
 
-def _load_failure(error: Exception) -> str:
-    """Why torch.load refused a file, in a few words (its own message is a page long)."""
-    if 'Weights only load failed' in str(error):
-        return 'it pickles Python objects such as a whole module, not only tensors'
-    return f'unreadable as a torch file: {type(error).__name__}'
-
-
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a .pth/.pt (torch.load, weights_only) or .safetensors file into float32 numpy arrays.
+    """Read a .pth/.pt (torch.load, weights_only) or .safetensors file into float32 numpy
+    arrays (`dcinet_jax.weights.files.load_torch_file`: nothing in the file is executed).
 
     A checkpoint that wraps the weights (`{'state_dict': ...}` or `{'model': ...}`) is unwrapped.
     """
+    from dcinet_jax.weights.files import load_torch_file
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'pretrained weights not found: {path}')
-    if path.endswith('.safetensors'):
-        from safetensors.numpy import load_file
-        raw: Mapping[str, Any] = load_file(path)
-    elif path.endswith(('.pth', '.pt', '.bin')):
-        try:
-            import torch
-        except ImportError as e:  # torch is an optional dependency (extra [torch])
-            raise ImportError(f'reading {path} needs PyTorch (pip install "dcinet-jax[torch]"); '
-                              'or convert the file to .safetensors') from e
-        try:
-            raw = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises several kinds here
-            raise ValueError(f'{path}: not a PyTorch state dict ({_load_failure(e)}); save the '
-                             'weights with torch.save(model.state_dict(), path)') from None
-        for wrapper in ('state_dict', 'model'):
-            if isinstance(raw, Mapping) and wrapper in raw and isinstance(raw[wrapper], Mapping):
-                raw = raw[wrapper]
-        if not isinstance(raw, Mapping):
-            raise ValueError(f'{path}: expected a state dict (mapping of name -> tensor), '
-                             f'got {type(raw).__name__}')
-        raw = {k: (v.float() if v.is_floating_point() else v).numpy()
-               for k, v in raw.items() if hasattr(v, 'numpy')}
-    else:
-        raise ValueError(f'{path}: unknown weight file type (expected .pth, .pt or .safetensors)')
-    return {k: np.asarray(v) for k, v in raw.items()}
-
-
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, v in flat.items():
-        node = out
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = v
-    return out
+    raw = load_torch_file(path)
+    for wrapper in ('state_dict', 'model'):
+        if isinstance(raw, Mapping) and wrapper in raw and isinstance(raw[wrapper], Mapping):
+            raw = raw[wrapper]
+    if not isinstance(raw, Mapping):
+        raise ValueError(f'{path}: expected a state dict (mapping of name -> tensor), '
+                         f'got {type(raw).__name__}')
+    return {k: (v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v)
+            for k, v in raw.items() if isinstance(v, np.ndarray)}
 
 
 def _shape(value: Any) -> tuple[int, ...]:
@@ -121,9 +83,9 @@ def _torch_key(collection: str, path: tuple[str, ...]) -> str:
 def _to_flax(value: np.ndarray, leaf: str, flax_ndim: int) -> np.ndarray:
     """Torch layout -> Flax layout (conv OIHW -> HWIO, linear (out, in) -> (in, out))."""
     if leaf == 'kernel' and value.ndim == 4:
-        return value.transpose(2, 3, 1, 0)
+        return layout.to_flax(value, 'conv2d')
     if leaf == 'kernel' and value.ndim == 2 and flax_ndim == 2:
-        return value.T
+        return layout.to_flax(value, 'linear')
     return value
 
 

@@ -54,22 +54,19 @@ def text_attention(x, p):
 
 
 def torch_gru(p_fwd, p_bwd, in_dim, hidden, seed=0):
-    """A torch bidirectional GRU with random weights (non-zero b_hr, b_hz); writes them into
-    the flax cells' dicts, folding b_hr into b_ir and b_hz into b_iz."""
+    """A torch bidirectional GRU with random weights; writes them into the flax cells' dicts
+    (models/gru.py: the six biases kept apart, kernels transposed)."""
     torch.manual_seed(seed)
     gru = torch.nn.GRU(in_dim, hidden, batch_first=True, bidirectional=True).double()
     gru.requires_grad_(False)
     for p, suffix in ((p_fwd, ''), (p_bwd, '_reverse')):
-        w_ih = getattr(gru, 'weight_ih_l0' + suffix).detach().numpy()
-        w_hh = getattr(gru, 'weight_hh_l0' + suffix).detach().numpy()
-        b_ih = getattr(gru, 'bias_ih_l0' + suffix).detach().numpy()
-        b_hh = getattr(gru, 'bias_hh_l0' + suffix).detach().numpy()
-        for g, gate in enumerate(('r', 'z', 'n')):
-            rows = slice(g * hidden, (g + 1) * hidden)
-            p['i' + gate] = {'kernel': w_ih[rows].T.astype(np.float32),
-                             'bias': (b_ih[rows] + (b_hh[rows] if gate != 'n' else 0)).astype(np.float32)}
-            p['h' + gate] = {'kernel': w_hh[rows].T.astype(np.float32)}
-        p['hn']['bias'] = b_hh[2 * hidden:].astype(np.float32)
+        for side in ('i', 'h'):
+            w = getattr(gru, f'weight_{side}h_l0{suffix}').detach().numpy()
+            b = getattr(gru, f'bias_{side}h_l0{suffix}').detach().numpy()
+            for g, gate in enumerate(('r', 'z', 'n')):
+                rows = slice(g * hidden, (g + 1) * hidden)
+                p[side + gate] = {'kernel': w[rows].T.astype(np.float32),
+                                  'bias': b[rows].astype(np.float32)}
     return gru
 
 

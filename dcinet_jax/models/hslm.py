@@ -3,8 +3,8 @@
 
 - `ImageEncoder`: FC D -> E, `num_relation_blocks` relation blocks, l2norm per region.
 - `TextEncoder`: word embedding (learned), dropout, `num_text_blocks` text attention
-  blocks, a bidirectional GRU run on each caption's true length (the two directions
-  averaged), l2norm per word.
+  blocks, a bidirectional GRU with PyTorch's six biases (`models/gru.py`) run on each
+  caption's true length (the two directions averaged), l2norm per word.
 - `SimilarityHead`: for every (image, caption) pair, a global similarity vector (the
   two self-attention poolings compared) and one local vector per word (text-to-image
   attention compared with the word), aggregated by SAF (a sigmoid gate per vector whose
@@ -30,7 +30,8 @@ from dcinet_jax.interaction.scan_attention import (l2norm, local_similarity_vect
                                                    similarity_vector)
 from dcinet_jax.models.hslm_layers import (TEXT_ATTN_PADDINGS, MaskedBatchNorm, RelationBlock,
                                            TextAttention, TextSelfAttention,
-                                           VisualSelfAttention, gru_uniform, xavier_dense)
+                                           VisualSelfAttention, xavier_dense)
+from dcinet_jax.models.gru import TorchGRUCell
 
 __all__ = ['HSLM', 'ImageEncoder', 'TextEncoder', 'SimilarityHead', 'RelationBlock',
            'TextAttention', 'VisualSelfAttention', 'TextSelfAttention', 'MaskedBatchNorm',
@@ -87,17 +88,13 @@ class TextEncoder(nn.Module):
         for i in range(self.num_text_blocks):
             x = TextAttention(self.word_dim, self.text_attn_padding, name=f'text_attn_{i}')(x, mask)
 
-        def gru(name: str) -> nn.GRUCell:
-            u = gru_uniform(self.embed_dim)
-            return nn.GRUCell(self.embed_dim, kernel_init=u, recurrent_kernel_init=u,
-                              bias_init=u, name=name)
-
         # Zero initial states made from the inputs: inside the sharded train step they
         # then carry the inputs' per-device type, which lax.scan requires of its carry.
         h0 = jnp.broadcast_to(jnp.zeros_like(x[:, 0, :1]), (x.shape[0], self.embed_dim))
-        forward = nn.RNN(gru('gru_forward'))(x, initial_carry=h0, seq_lengths=lengths)
-        backward = nn.RNN(gru('gru_backward'), reverse=True, keep_order=True)(
+        forward = nn.RNN(TorchGRUCell(self.embed_dim, name='gru_forward'))(
             x, initial_carry=h0, seq_lengths=lengths)
+        backward = nn.RNN(TorchGRUCell(self.embed_dim, name='gru_backward'), reverse=True,
+                          keep_order=True)(x, initial_carry=h0, seq_lengths=lengths)
         return l2norm((forward + backward) / 2.0)
 
 

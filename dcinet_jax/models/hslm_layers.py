@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
 from dcinet_jax.interaction.scan_attention import l2norm
@@ -19,7 +18,7 @@ from dcinet_jax.models.dsffn import torch_dense   # Dense initialised like torch
 from dcinet_jax.models.backbones.resnet import BatchNorm
 
 __all__ = ['RelationBlock', 'TextAttention', 'VisualSelfAttention', 'TextSelfAttention',
-           'MaskedBatchNorm', 'xavier_dense', 'gru_uniform', 'TEXT_ATTN_PADDINGS']
+           'MaskedBatchNorm', 'xavier_dense', 'TEXT_ATTN_PADDINGS']
 
 Array = jax.Array
 TEXT_ATTN_PADDINGS = ('masked', 'reference')
@@ -179,12 +178,3 @@ class MaskedBatchNorm(nn.Module):
             mean, var = ra_mean.value, ra_var.value
         return (xf - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
 
-
-def gru_uniform(hidden: int):
-    """PyTorch's GRU init U(+-1/sqrt(hidden)) for every kernel and bias."""
-    bound = 1.0 / np.sqrt(hidden)
-
-    def init(key: Array, shape, dtype=jnp.float32) -> Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
