@@ -17,7 +17,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,11 +48,28 @@ class _DropOrbaxNoise(logging.Filter):
 logging.getLogger('absl').addFilter(_DropOrbaxNoise())
 
 
+def _drop_closed_loop_noise(hook):
+    """After a failed restore, tensorstore callbacks still finishing report 'Event loop
+    is closed' on orbax's already closed asyncio loop as unraisable exceptions: pages of
+    tracebacks after the one-line error. Those (and only those) are dropped."""
+    def unraisable(args):
+        if isinstance(args.exc_value, RuntimeError) and 'Event loop is closed' in str(
+                args.exc_value):
+            return
+        hook(args)
+    unraisable.drops_closed_loop_noise = True
+    return unraisable
+
+
+if not getattr(sys.unraisablehook, 'drops_closed_loop_noise', False):
+    sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
+
+
 class CorruptCheckpointError(ValueError):
     """A saved step cannot be read back; names the step and the file at fault."""
 
     def __init__(self, step: int, where: str, detail: str):
-        self.step, self.where = step, where
+        self.step, self.where, self.detail = step, where, detail
         super().__init__(f'checkpoint step {step} is corrupt ({where}: {detail})')
 
 
@@ -149,9 +168,19 @@ class Checkpointer:
         if free < needed + DISK_MARGIN_BYTES:
             raise DiskFullError(
                 errno.ENOSPC,
-                f'disk full: checkpoint step {step} needs about {needed / 2**20:.0f} MiB but '
-                f'{self.directory} has {free / 2**20:.0f} MiB free; free space and run the '
-                f'same command again to resume from step {self.latest_step()}')
+                f'disk full: checkpoint step {step} needs about {_size(needed)} (plus '
+                f'{_size(DISK_MARGIN_BYTES)} margin) but {self.directory} has {_size(free)} '
+                f'free; free space and run the same command again to {self.resume_point()}')
+
+    def resume_point(self) -> str:
+        """'resume from step N' (the newest step complete on disk, once the saves in
+        flight have settled) or 'start from scratch': what a rerun will really do."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception:  # noqa: BLE001 - a save in flight that failed was not written
+            pass
+        done = [s for s in self._manager.all_steps() if (self.directory / str(s)).is_dir()]
+        return f'resume from step {max(done)}' if done else 'start from scratch'
 
     def _disk_errors(self, step: int):
         return _OneLineDiskErrors(self, step)
@@ -212,10 +241,11 @@ class Checkpointer:
                     f'checkpoint step {step} was removed from {self.directory} while being '
                     'read (a live training run keeps only its latest checkpoints); evaluate '
                     'a newer step') from e
-            if 'not compatible with the stored shape' in str(e):
+            if 'not compatible with the stored shape' in str(e) or isinstance(e, KeyError):
+                what = _first_line(e).replace(str(self.directory / str(step)), '').strip(' :')
                 raise CheckpointMismatchError(
-                    f'checkpoint step {step} in {self.directory} does not fit this config: '
-                    f'{_first_line(e)}{self._config_diff(step)}') from e
+                    f'checkpoint step {step} in {self.directory} does not fit this config '
+                    f'(its arrays differ: {what}){self._config_diff(step)}') from e
             raise CorruptCheckpointError(step, self._culprit(step, e), _first_line(e)) from e
 
     def _check_fits(self, step: int, abstract_state: Any) -> dict:
@@ -226,6 +256,7 @@ class Checkpointer:
         """
         template = {'step': abstract_state.step, 'params': abstract_state.params,
                     'collections': abstract_state.collections}
+        self._check_method(step)
         try:
             saved = self._manager.item_metadata(step)['model'].tree
         except Exception:  # noqa: BLE001 - unreadable metadata: the restore will say why
@@ -242,16 +273,32 @@ class Checkpointer:
                     f'{what}{self._config_diff(step)}')
         return template
 
+    def _saved_config(self, step: int) -> dict:
+        """The config recorded with `step` ({} when unreadable or not recorded)."""
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))['meta'] or {}
+        except Exception:  # noqa: BLE001 - the record is a hint only
+            return {}
+        return dict(meta.get('config') or {})
+
+    def _check_method(self, step: int) -> None:
+        """A checkpoint of another method is named as such, before any array differs."""
+        if self.config is None:
+            return
+        saved = self._saved_config(step).get('method')
+        now = str(self.config.get('method', 'dcinet'))
+        if saved is not None and str(saved) != now:
+            raise CheckpointMismatchError(
+                f'checkpoint step {step} in {self.directory} was trained with method '
+                f'{saved!r}, this config has method {now!r}: use a config of method '
+                f'{saved!r} for this workdir, or another --workdir')
+
     def _config_diff(self, step: int) -> str:
         """'; the checkpoint has data.num_classes=4, this config says 5' (when recorded)."""
         if self.config is None:
             return ''
-        try:
-            meta = self._manager.restore(step, args=ocp.args.Composite(
-                meta=ocp.args.JsonRestore()))['meta'] or {}
-        except Exception:  # noqa: BLE001 - the diff is a hint only
-            return ''
-        saved, now = _flat(meta.get('config', {})), _flat(config_record(self.config))
+        saved, now = _flat(self._saved_config(step)), _flat(config_record(self.config))
         fields = [k for k in sorted(set(saved) & set(now)) if saved[k] != now[k]
                   and k.split('.')[0] in ('data', 'model', 'method')]
         if not fields:
@@ -276,10 +323,27 @@ class Checkpointer:
             e = e.__cause__ or e.__context__
         return step_dir
 
+    def step_losses(self) -> dict[int, float | None]:
+        """{kept step: the training loss recorded with it (None when not recorded)}."""
+        out: dict[int, float | None] = {}
+        for step in self.all_steps():
+            try:
+                meta = self._manager.restore(step, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore()))['meta'] or {}
+            except Exception:  # noqa: BLE001 - a listing hint only
+                meta = {}
+            loss = meta.get('loss')
+            out[step] = float(loss) if isinstance(loss, (int, float)) else None
+        return out
+
     def quarantine(self, step: int) -> Path:
         """Moves a corrupt step out of the checkpoint directory (never deletes it), so
         the run can save that step again; returns where it went."""
-        target_root = self.directory.parent / (self.directory.name + '.corrupt')
+        return self.set_aside(step, 'corrupt')
+
+    def set_aside(self, step: int, kind: str) -> Path:
+        """Moves `step` to `<checkpoints>.<kind>/` (never deletes it); returns where."""
+        target_root = self.directory.parent / (self.directory.name + f'.{kind}')
         target_root.mkdir(exist_ok=True)
         target = target_root / str(step)
         n = 1
@@ -321,7 +385,7 @@ class _OneLineDiskErrors:
                 raise DiskFullError(
                     errno.ENOSPC, f'disk full while writing checkpoints to '
                     f'{self.ckpt.directory}; free space and run the same command again to '
-                    f'resume from the last complete step') from None
+                    f'{self.ckpt.resume_point()}') from None
             e = e.__cause__ or e.__context__
         return False
 
@@ -349,8 +413,15 @@ def leaf_path(path) -> str:
                     for k in path)
 
 
+def _size(n: int) -> str:
+    return f'{n / 2**20:.0f} MiB' if n >= 2**20 else f'{max(n, 1) / 2**10:.0f} KiB'
+
+
 def _first_line(e: BaseException) -> str:
+    """The first line of an error, without Python object reprs (pybind handles)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r'<[^<>]* object at 0x[0-9a-fA-F]+>', '', text).strip(' :;,') \
+        or type(e).__name__
     return text if len(text) < 300 else text[:300] + '...'
 
 

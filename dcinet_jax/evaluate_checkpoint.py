@@ -31,7 +31,14 @@ def restore_for_eval(config, workdir: str | Path, *, step: int | None = None,
         if step is None:
             raise FileNotFoundError(f'no checkpoint in {ckpt.directory}: train first')
         trainer = build_trainer(config, total_steps=1, check_batch=False)
-        variables = ckpt.restore_variables(step, trainer.abstract_state())
+        try:
+            variables = ckpt.restore_variables(step, trainer.abstract_state())
+        except checkpoints.CorruptCheckpointError as e:
+            others = sorted((s for s in ckpt.all_steps() if s != step), reverse=True)
+            hint = (f'; evaluate another kept step instead, e.g. --step {others[0]} (kept: '
+                    f'{sorted(others)})' if others else '; no other step is kept')
+            raise checkpoints.CorruptCheckpointError(e.step, e.where, e.detail + hint) \
+                from None
     finally:
         ckpt.close()
     return trainer, parallel.to_host(variables), int(step)

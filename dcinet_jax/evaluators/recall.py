@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from dcinet_jax.evaluators import sanity
 from dcinet_jax.evaluators.blockwise import score_matrix
 
 __all__ = ['METRIC_KEYS', 'PAPER', 'PAPER_ABLATION', 'PROTOCOLS', 'chance_recall',
@@ -235,6 +236,10 @@ def _split_scores(outputs: Mapping, split: str) -> tuple[np.ndarray, np.ndarray,
     raw = part['scores']
     size = 1 if _is_matrix(raw) else len(raw)
     scores, ci = _checked(ensemble(raw), part['caption_image'])
+    # Rows are images, columns captions: identical rows (or columns) are a collapsed
+    # image (or text) side, which the tie rule would still turn into recalls.
+    sanity.check_not_collapsed(scores, f'{split} scores, image rows', normalise=False)
+    sanity.check_not_collapsed(scores.T, f'{split} scores, caption columns', normalise=False)
     return scores, ci, size
 
 

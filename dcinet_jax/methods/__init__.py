@@ -41,8 +41,11 @@ The contract (see docs/methods.md for a worked example):
 - `DEFAULT_EVALUATOR: str`: the evaluator (`dcinet_jax.evaluators`) used when
   `config.eval.metrics` is not set.
 
-Optional: `load_pretrained(variables, config) -> variables` (host-side, after init) and
-`describe(config) -> str` (one line for `dcinet summary`).
+Optional: `load_pretrained(variables, config) -> variables` (host-side, after init),
+`describe(config) -> str` (one line for `dcinet summary`) and
+`validate_data(config) -> None`: checks every split the run will read (shapes, counts,
+dtypes, labels) and raises one line naming the file and field; the loop calls it
+before the first step, so a bad test split stops the run before any training.
 """
 
 from __future__ import annotations
@@ -106,3 +109,10 @@ def evaluator_name(method: Any, config: Any) -> str:
     eval_config = config.get('eval', None)
     chosen = eval_config.get('metrics', '') if eval_config is not None else ''
     return str(chosen or method.DEFAULT_EVALUATOR)
+
+
+def validate_data(method: Any, config: Any) -> None:
+    """Runs the method's optional `validate_data(config)` (every split the run reads)."""
+    check = getattr(method, 'validate_data', None)
+    if check is not None:
+        check(config)
