@@ -225,7 +225,7 @@ def eval_(argv):
     from dcinet_jax import evaluate, evaluate_checkpoint
     results = evaluate_checkpoint.run(_config(fv), fv.workdir, step=fv.step, best=fv.best)
     print(evaluate.format_table(_config(fv), results))
-    print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')
+    print(f'results written to {evaluate.results_path(fv.workdir, results)}')
 
 
 @command('bench', "time the method's full train step on synthetic device batches")

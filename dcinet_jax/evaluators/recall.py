@@ -282,6 +282,8 @@ def evaluate(outputs: Mapping, *, config: Any) -> dict:
             results.update({prefix + k: v for k, v in res.items()})
         n_img, n_cap = scores.shape
         record.update(test_images=n_img, test_captions=n_cap, ensemble_size=size)
+        if size > 1:  # not this run's own numbers: filed and labelled apart
+            record['results_variant'] = f'ensemble{size}'
         if n_cap % n_img == 0:
             record['chance_r1'] = chance_recall(n_img, k=1, captions_per_image=n_cap // n_img)
     if 'dev' in outputs:
@@ -309,6 +311,8 @@ def format_table(results: Mapping, *, name: str = 'This run', with_paper: bool =
     table per protocol; with_paper adds the paper's rows for the dataset and protocol
     (config.eval.dataset 'f30k' or 'coco') and, for Flickr30K, Table 4's ablation."""
     p = results.get('protocol', {})
+    if name == 'This run' and p.get('ensemble_size', 1) > 1:
+        name = f'Ensemble of {p["ensemble_size"]} runs'
     dataset = str(p.get('dataset', 'f30k')).lower()
     header = ['| method | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rsum |',
               '|---|---:|---:|---:|---:|---:|---:|---:|']

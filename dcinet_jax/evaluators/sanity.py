@@ -48,9 +48,12 @@ def check_finite(x, what: str, cause: str = 'the checkpoint is probably diverged
 
 
 def identical_rows(x, *, normalise: bool = True) -> int:
-    """How many rows of the (N, D) matrix `x` equal its most common row (within
-    COLLAPSE_TOLERANCE); rows are L2-normalised first when `normalise` (cosine ranking
-    sees only directions). Read block by block, so a memory-mapped matrix is fine."""
+    """How many rows of the (N, D) matrix `x` equal the common row (within
+    COLLAPSE_TOLERANCE): the component-wise median of evenly spaced sample rows, which is
+    the most common row whenever that one holds most rows (the only case that matters
+    here; otherwise the count is a lower bound). Rows are L2-normalised first when
+    `normalise` (cosine ranking sees only directions). Read block by block, so a
+    memory-mapped matrix is fine."""
     x = np.asarray(x) if not hasattr(x, 'shape') else x
     n = x.shape[0]
     if n == 0:

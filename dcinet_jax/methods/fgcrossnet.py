@@ -42,6 +42,7 @@ RANKING_FORMS = ('code', 'paper')
 
 synthetic_batch = dcinet_method.synthetic_batch
 eval_outputs = dcinet_method.eval_outputs
+validate_data = dcinet_method.validate_data
 examples_per_step = dcinet_method.examples_per_step
 steps_per_epoch = dcinet_method.steps_per_epoch
 train_batches = dcinet_method.train_batches
