@@ -273,7 +273,7 @@ class Checkpointer:
                     f'{what}{self._config_diff(step)}')
         return template
 
-    def _saved_config(self, step: int) -> dict:
+    def saved_config(self, step: int) -> dict:
         """The config recorded with `step` ({} when unreadable or not recorded)."""
         try:
             meta = self._manager.restore(step, args=ocp.args.Composite(
@@ -286,7 +286,7 @@ class Checkpointer:
         """A checkpoint of another method is named as such, before any array differs."""
         if self.config is None:
             return
-        saved = self._saved_config(step).get('method')
+        saved = self.saved_config(step).get('method')
         now = str(self.config.get('method', 'dcinet'))
         if saved is not None and str(saved) != now:
             raise CheckpointMismatchError(
@@ -298,7 +298,7 @@ class Checkpointer:
         """'; the checkpoint has data.num_classes=4, this config says 5' (when recorded)."""
         if self.config is None:
             return ''
-        saved, now = _flat(self._saved_config(step)), _flat(config_record(self.config))
+        saved, now = _flat(self.saved_config(step)), _flat(config_record(self.config))
         fields = [k for k in sorted(set(saved) & set(now)) if saved[k] != now[k]
                   and k.split('.')[0] in ('data', 'model', 'method')]
         if not fields:

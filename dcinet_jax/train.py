@@ -133,20 +133,21 @@ def _first_non_finite(fetched: list[tuple[int, dict]]) -> tuple[int, str] | None
 
 
 def _resume(ckpt: checkpoints.Checkpointer, trainer: Trainer,
-            restore_step: int | None = None) -> tuple[Any, int, list[str]]:
+            restore_step: int | None = None, fresh: Any = None) -> tuple[Any, int, list[str]]:
     """The newest intact checkpoint's state and step (fresh state and 0 when none).
 
     A corrupt step is reported, moved aside (never deleted) and the next older one
     tried; a checkpoint of a differently configured model is an error, not a fallback.
     `restore_step` N restarts from kept step N (0: from scratch): the later steps are
     moved to `checkpoints.superseded/` first (never deleted), so the new run neither
-    collides with them nor resumes from them later.
+    collides with them nor resumes from them later. `fresh`: the initial state when
+    the caller has already built it.
     """
     notes = []
     if restore_step is not None:
         notes += _supersede_after(ckpt, restore_step)
         if restore_step == 0:
-            return trainer.init_state(), 0, notes
+            return fresh if fresh is not None else trainer.init_state(), 0, notes
     while (step := ckpt.latest_step()) is not None:
         try:
             state, _ = ckpt.restore(step, trainer.abstract_state())
@@ -159,7 +160,7 @@ def _resume(ckpt: checkpoints.Checkpointer, trainer: Trainer,
                 ckpt.reload()
             notes.append(f'{e}; moved it to {moved}; falling back to the previous step')
             logging.warning(notes[-1])
-    return trainer.init_state(), 0, notes
+    return fresh if fresh is not None else trainer.init_state(), 0, notes
 
 
 def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True,
@@ -191,19 +192,24 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True,
         if not (workdir / 'checkpoints').is_dir():
             raise FileNotFoundError(f'--restore_step {restore_step}: no checkpoints in '
                                     f'{workdir / "checkpoints"}')
+    # A run that starts from scratch initialises (and loads pretrained or init_from
+    # weights) before the workdir exists, so a refused initialisation leaves nothing.
+    fresh = None
+    if restore_step == 0 or not any((workdir / 'checkpoints').glob('[0-9]*')):
+        fresh = trainer.init_state()
 
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir, enabled=jax.process_index() == 0):
         return _train(trainer, workdir, total, steps_per_epoch, schedule, progress,
-                      restore_step)
+                      restore_step, fresh)
 
 
 def _train(trainer: Trainer, workdir: Path, total: int, steps_per_epoch: int, schedule,
-           progress: bool, restore_step: int | None = None) -> dict:
+           progress: bool, restore_step: int | None = None, fresh: Any = None) -> dict:
     config, method, mesh = trainer.config, trainer.method, trainer.mesh
     ckpt = checkpoints.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
                                     best_metric=config.eval.best_metric, config=config)
-    state, start, notes = _resume(ckpt, trainer, restore_step)
+    state, start, notes = _resume(ckpt, trainer, restore_step, fresh)
     logger = MetricLogger(workdir, total_steps=total, initial_step=start, progress=progress)
     for note in notes:
         logger.write(note)

@@ -165,3 +165,19 @@ def test_checkpoint_of_another_method_says_so_first(tmp_path):
                        match=r'^checkpoint step 2 in .* was trained with method '
                              r"'tiny_method', this config has method 'tiny_other_method'"):
         evaluate_checkpoint.run(c, tmp_path / 'run')
+
+
+def test_a_refused_initialisation_leaves_no_workdir(tmp_path):
+    """init_from / pretrained weights that do not fit are refused before the workdir
+    exists (they used to leave checkpoints/ and train.lock behind)."""
+    def load_pretrained(variables, config):
+        raise ValueError("init_from='elsewhere': that checkpoint was trained with method "
+                         "'dcinet', not fgcrossnet")
+    bad = types.SimpleNamespace(**{k: getattr(tiny_method, k) for k in methods.REQUIRED},
+                                load_pretrained=load_pretrained)
+    methods.register('tiny_bad_init', bad)
+    c = tiny_method.get_config(4)
+    c.method = 'tiny_bad_init'
+    with pytest.raises(ValueError, match="trained with method 'dcinet'"):
+        train.train_and_evaluate(c, tmp_path / 'run', progress=False)
+    assert not (tmp_path / 'run').exists()
