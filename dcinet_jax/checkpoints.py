@@ -17,9 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,57 +26,10 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from dcinet_jax.checkpoint_faults import (  # noqa: F401 - the errors are part of this API
+    CheckpointMismatchError, CorruptCheckpointError, DiskFullError, OneLineDiskErrors,
+    first_line as _first_line, size_text as _size)
 from dcinet_jax.state import TrainState
-
-
-# Orbax warnings that are expected here: saves between evaluations carry no metrics, and
-# readers open directories read-only on purpose.
-_ORBAX_NOISE = ('Requested `tracked_metric`', 'read_only=True, setting save_interval_steps',
-                'Given directory is read only')
-
-
-class _DropOrbaxNoise(logging.Filter):
-    """Drops the expected orbax warnings listed in _ORBAX_NOISE."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(noise in message for noise in _ORBAX_NOISE)
-
-
-logging.getLogger('absl').addFilter(_DropOrbaxNoise())
-
-
-def _drop_closed_loop_noise(hook):
-    """After a failed restore, tensorstore callbacks still finishing report 'Event loop
-    is closed' on orbax's already closed asyncio loop as unraisable exceptions: pages of
-    tracebacks after the one-line error. Those (and only those) are dropped."""
-    def unraisable(args):
-        if isinstance(args.exc_value, RuntimeError) and 'Event loop is closed' in str(
-                args.exc_value):
-            return
-        hook(args)
-    unraisable.drops_closed_loop_noise = True
-    return unraisable
-
-
-if not getattr(sys.unraisablehook, 'drops_closed_loop_noise', False):
-    sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
-
-
-class CorruptCheckpointError(ValueError):
-    """A saved step cannot be read back; names the step and the file at fault."""
-
-    def __init__(self, step: int, where: str, detail: str):
-        self.step, self.where, self.detail = step, where, detail
-        super().__init__(f'checkpoint step {step} is corrupt ({where}: {detail})')
-
-
-class CheckpointMismatchError(ValueError):
-    """A saved step was written by a differently configured model."""
-
-
-class DiskFullError(OSError):
-    """No room for a checkpoint; raised at the save that does not fit."""
 
 
 # Listing attempts of a directory that a live training run is pruning at the same time.
@@ -183,7 +134,7 @@ class Checkpointer:
         return f'resume from step {max(done)}' if done else 'start from scratch'
 
     def _disk_errors(self, step: int):
-        return _OneLineDiskErrors(self, step)
+        return OneLineDiskErrors(self, step)
 
     def _check_step(self, step: int | None) -> int:
         step = self.latest_step() if step is None else step
@@ -204,7 +155,7 @@ class Checkpointer:
         restored = self._read(step, model=ocp.args.StandardRestore(model),
                               opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
                               meta=ocp.args.JsonRestore())
-        logging.info('restored checkpoint step %d from %s', step, self.directory)
+        logging.debug('restored checkpoint step %d from %s', step, self.directory)
         m = restored['model']
         state = TrainState(step=m['step'], params=m['params'], opt_state=restored['opt_state'],
                            collections=m['collections'])
@@ -366,30 +317,6 @@ class Checkpointer:
         self._manager.close()
 
 
-class _OneLineDiskErrors:
-    """Turns an out-of-space failure anywhere in a save (often an async one surfacing at
-    the next save) into one DiskFullError line instead of pages of asyncio tracebacks."""
-
-    def __init__(self, ckpt: Checkpointer, step: int):
-        self.ckpt, self.step = ckpt, step
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb):
-        if error is None or isinstance(error, DiskFullError):
-            return False
-        e = error
-        while e is not None:
-            if getattr(e, 'errno', None) == errno.ENOSPC or 'No space left' in str(e):
-                raise DiskFullError(
-                    errno.ENOSPC, f'disk full while writing checkpoints to '
-                    f'{self.ckpt.directory}; free space and run the same command again to '
-                    f'{self.ckpt.resume_point()}') from None
-            e = e.__cause__ or e.__context__
-        return False
-
-
 def config_record(config: Any) -> dict:
     """The config as plain JSON data, stored with each checkpoint."""
     import json
@@ -411,18 +338,6 @@ def leaf_path(path) -> str:
     """'params/Dense_0/kernel' for a pytree key path."""
     return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
                     for k in path)
-
-
-def _size(n: int) -> str:
-    return f'{n / 2**20:.0f} MiB' if n >= 2**20 else f'{max(n, 1) / 2**10:.0f} KiB'
-
-
-def _first_line(e: BaseException) -> str:
-    """The first line of an error, without Python object reprs (pybind handles)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    text = re.sub(r'<[^<>]* object at 0x[0-9a-fA-F]+>', '', text).strip(' :;,') \
-        or type(e).__name__
-    return text if len(text) < 300 else text[:300] + '...'
 
 
 def abstract_with_sharding(tree: Any, sharding) -> Any:
