@@ -50,9 +50,7 @@ def _supersede_after(ckpt: checkpoints.Checkpointer, restore_step: int) -> list[
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(f'superseded after {restore_step}')
         ckpt.reload()
-    for note in notes:
-        logging.warning(note)
-    return notes
+    return notes  # the loop's logger writes them
 
 
 def stop_message(ckpt: checkpoints.Checkpointer, step: int, what: str) -> str:

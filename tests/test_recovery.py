@@ -181,3 +181,14 @@ def test_a_refused_initialisation_leaves_no_workdir(tmp_path):
     with pytest.raises(ValueError, match="trained with method 'dcinet'"):
         train.train_and_evaluate(c, tmp_path / 'run', progress=False)
     assert not (tmp_path / 'run').exists()
+
+
+def test_a_nan_before_the_first_checkpoint_says_so(tmp_path):
+    """It used to read 'the last good checkpoint is step None' (HSLM with NaN features)."""
+    c = tiny_method.get_config(6)
+    c.poison_step, c.log_every_steps, c.checkpoint_every_steps = 0, 1, 4
+    with pytest.raises(train.NonFiniteLossError,
+                       match=r'^non-finite parameters .* at step 1; training stopped before '
+                             r'any checkpoint was written\. Lower the learning rate \(or fix '
+                             r'the data\) and rerun\.$'):
+        train.train_and_evaluate(c, tmp_path / 'run', progress=False)
