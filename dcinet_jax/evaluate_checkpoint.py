@@ -34,14 +34,25 @@ def restore_for_eval(config, workdir: str | Path, *, step: int | None = None,
         try:
             variables = ckpt.restore_variables(step, trainer.abstract_state())
         except checkpoints.CorruptCheckpointError as e:
-            others = sorted((s for s in ckpt.all_steps() if s != step), reverse=True)
-            hint = (f'; evaluate another kept step instead, e.g. --step {others[0]} (kept: '
-                    f'{sorted(others)})' if others else '; no other step is kept')
-            raise checkpoints.CorruptCheckpointError(e.step, e.where, e.detail + hint) \
-                from None
+            raise checkpoints.CorruptCheckpointError(
+                e.step, e.where, e.detail + _intact_hint(ckpt, step, trainer)) from None
     finally:
         ckpt.close()
     return trainer, parallel.to_host(variables), int(step)
+
+
+def _intact_hint(ckpt: checkpoints.Checkpointer, corrupt: int, trainer) -> str:
+    """'; step 2 is intact: evaluate it with --step 2' (the newest other kept step that
+    reads back), so the user is not sent from one damaged step to the next."""
+    others = sorted((s for s in ckpt.all_steps() if s != corrupt), reverse=True)
+    for s in others:
+        try:
+            ckpt.restore_variables(s, trainer.abstract_state())
+        except (checkpoints.CorruptCheckpointError, FileNotFoundError):
+            continue
+        return f'; step {s} is intact: evaluate it with --step {s}'
+    return f'; no other kept step reads back either (kept: {others})' if others else \
+        '; no other step is kept'
 
 
 def run(config, workdir: str | Path, *, step: int | None = None, best: bool = False) -> dict:

@@ -152,7 +152,7 @@ def test_corrupt_step_under_eval_is_one_line_naming_an_intact_step(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 2 and 'Traceback' not in p.stderr, p.stderr   # no asyncio pages
     assert lines[0].startswith('dcinet eval: error: checkpoint step 4 is corrupt (')
-    assert lines[0].endswith('evaluate another kept step instead, e.g. --step 2 (kept: [2]))')
+    assert lines[0].endswith('; step 2 is intact: evaluate it with --step 2)')
     assert ' object at 0x' not in p.stderr
 
 
