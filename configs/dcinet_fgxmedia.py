@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_train_steps = -1      # > 0 overrides num_epochs
     c.log_every_steps = 50
     c.checkpoint_every_steps = 1000
-    c.keep_checkpoints = 3
+    c.keep_checkpoints = 5      # room to go back before a divergence (--restore_step)
     c.eval_every_steps = 5000   # 0: evaluate only at the end
     c.nan_check = True
 

@@ -82,7 +82,7 @@ def get_config():
     c.log_every_steps = 50
     c.checkpoint_every_steps = 800
     c.eval_every_steps = 800         # ~5 epochs of VEGAS (the reference scores every 5)
-    c.keep_checkpoints = 3
+    c.keep_checkpoints = 5      # room to go back before a divergence (--restore_step)
     c.nan_check = True
     c.distributed = False
     c.compilation_cache_dir = ''

@@ -86,7 +86,7 @@ def get_config():
     c.log_every_steps = 100
     c.checkpoint_every_steps = 1132  # one epoch of 145,000 captions
     c.eval_every_steps = 1132        # validate every epoch [paper, reference code]
-    c.keep_checkpoints = 3
+    c.keep_checkpoints = 5      # room to go back before a divergence (--restore_step)
     c.nan_check = True
     c.distributed = False
     c.compilation_cache_dir = ''

@@ -26,40 +26,10 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from dcinet_jax.checkpoint_faults import (  # noqa: F401 - the errors are part of this API
+    CheckpointMismatchError, CorruptCheckpointError, DiskFullError, OneLineDiskErrors,
+    first_line as _first_line, size_text as _size)
 from dcinet_jax.state import TrainState
-
-
-# Orbax warnings that are expected here: saves between evaluations carry no metrics, and
-# readers open directories read-only on purpose.
-_ORBAX_NOISE = ('Requested `tracked_metric`', 'read_only=True, setting save_interval_steps',
-                'Given directory is read only')
-
-
-class _DropOrbaxNoise(logging.Filter):
-    """Drops the expected orbax warnings listed in _ORBAX_NOISE."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(noise in message for noise in _ORBAX_NOISE)
-
-
-logging.getLogger('absl').addFilter(_DropOrbaxNoise())
-
-
-class CorruptCheckpointError(ValueError):
-    """A saved step cannot be read back; names the step and the file at fault."""
-
-    def __init__(self, step: int, where: str, detail: str):
-        self.step, self.where = step, where
-        super().__init__(f'checkpoint step {step} is corrupt ({where}: {detail})')
-
-
-class CheckpointMismatchError(ValueError):
-    """A saved step was written by a differently configured model."""
-
-
-class DiskFullError(OSError):
-    """No room for a checkpoint; raised at the save that does not fit."""
 
 
 # Listing attempts of a directory that a live training run is pruning at the same time.
@@ -149,12 +119,22 @@ class Checkpointer:
         if free < needed + DISK_MARGIN_BYTES:
             raise DiskFullError(
                 errno.ENOSPC,
-                f'disk full: checkpoint step {step} needs about {needed / 2**20:.0f} MiB but '
-                f'{self.directory} has {free / 2**20:.0f} MiB free; free space and run the '
-                f'same command again to resume from step {self.latest_step()}')
+                f'disk full: checkpoint step {step} needs about {_size(needed)} (plus '
+                f'{_size(DISK_MARGIN_BYTES)} margin) but {self.directory} has {_size(free)} '
+                f'free; free space and run the same command again to {self.resume_point()}')
+
+    def resume_point(self) -> str:
+        """'resume from step N' (the newest step complete on disk, once the saves in
+        flight have settled) or 'start from scratch': what a rerun will really do."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception:  # noqa: BLE001 - a save in flight that failed was not written
+            pass
+        done = [s for s in self._manager.all_steps() if (self.directory / str(s)).is_dir()]
+        return f'resume from step {max(done)}' if done else 'start from scratch'
 
     def _disk_errors(self, step: int):
-        return _OneLineDiskErrors(self, step)
+        return OneLineDiskErrors(self, step)
 
     def _check_step(self, step: int | None) -> int:
         step = self.latest_step() if step is None else step
@@ -175,7 +155,7 @@ class Checkpointer:
         restored = self._read(step, model=ocp.args.StandardRestore(model),
                               opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
                               meta=ocp.args.JsonRestore())
-        logging.info('restored checkpoint step %d from %s', step, self.directory)
+        logging.debug('restored checkpoint step %d from %s', step, self.directory)
         m = restored['model']
         state = TrainState(step=m['step'], params=m['params'], opt_state=restored['opt_state'],
                            collections=m['collections'])
@@ -212,10 +192,11 @@ class Checkpointer:
                     f'checkpoint step {step} was removed from {self.directory} while being '
                     'read (a live training run keeps only its latest checkpoints); evaluate '
                     'a newer step') from e
-            if 'not compatible with the stored shape' in str(e):
+            if 'not compatible with the stored shape' in str(e) or isinstance(e, KeyError):
+                what = _first_line(e).replace(str(self.directory / str(step)), '').strip(' :')
                 raise CheckpointMismatchError(
-                    f'checkpoint step {step} in {self.directory} does not fit this config: '
-                    f'{_first_line(e)}{self._config_diff(step)}') from e
+                    f'checkpoint step {step} in {self.directory} does not fit this config '
+                    f'(its arrays differ: {what}){self._config_diff(step)}') from e
             raise CorruptCheckpointError(step, self._culprit(step, e), _first_line(e)) from e
 
     def _check_fits(self, step: int, abstract_state: Any) -> dict:
@@ -226,6 +207,7 @@ class Checkpointer:
         """
         template = {'step': abstract_state.step, 'params': abstract_state.params,
                     'collections': abstract_state.collections}
+        self._check_method(step)
         try:
             saved = self._manager.item_metadata(step)['model'].tree
         except Exception:  # noqa: BLE001 - unreadable metadata: the restore will say why
@@ -242,16 +224,32 @@ class Checkpointer:
                     f'{what}{self._config_diff(step)}')
         return template
 
+    def saved_config(self, step: int) -> dict:
+        """The config recorded with `step` ({} when unreadable or not recorded)."""
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))['meta'] or {}
+        except Exception:  # noqa: BLE001 - the record is a hint only
+            return {}
+        return dict(meta.get('config') or {})
+
+    def _check_method(self, step: int) -> None:
+        """A checkpoint of another method is named as such, before any array differs."""
+        if self.config is None:
+            return
+        saved = self.saved_config(step).get('method')
+        now = str(self.config.get('method', 'dcinet'))
+        if saved is not None and str(saved) != now:
+            raise CheckpointMismatchError(
+                f'checkpoint step {step} in {self.directory} was trained with method '
+                f'{saved!r}, this config has method {now!r}: use a config of method '
+                f'{saved!r} for this workdir, or another --workdir')
+
     def _config_diff(self, step: int) -> str:
         """'; the checkpoint has data.num_classes=4, this config says 5' (when recorded)."""
         if self.config is None:
             return ''
-        try:
-            meta = self._manager.restore(step, args=ocp.args.Composite(
-                meta=ocp.args.JsonRestore()))['meta'] or {}
-        except Exception:  # noqa: BLE001 - the diff is a hint only
-            return ''
-        saved, now = _flat(meta.get('config', {})), _flat(config_record(self.config))
+        saved, now = _flat(self.saved_config(step)), _flat(config_record(self.config))
         fields = [k for k in sorted(set(saved) & set(now)) if saved[k] != now[k]
                   and k.split('.')[0] in ('data', 'model', 'method')]
         if not fields:
@@ -276,10 +274,27 @@ class Checkpointer:
             e = e.__cause__ or e.__context__
         return step_dir
 
+    def step_losses(self) -> dict[int, float | None]:
+        """{kept step: the training loss recorded with it (None when not recorded)}."""
+        out: dict[int, float | None] = {}
+        for step in self.all_steps():
+            try:
+                meta = self._manager.restore(step, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore()))['meta'] or {}
+            except Exception:  # noqa: BLE001 - a listing hint only
+                meta = {}
+            loss = meta.get('loss')
+            out[step] = float(loss) if isinstance(loss, (int, float)) else None
+        return out
+
     def quarantine(self, step: int) -> Path:
         """Moves a corrupt step out of the checkpoint directory (never deletes it), so
         the run can save that step again; returns where it went."""
-        target_root = self.directory.parent / (self.directory.name + '.corrupt')
+        return self.set_aside(step, 'corrupt')
+
+    def set_aside(self, step: int, kind: str) -> Path:
+        """Moves `step` to `<checkpoints>.<kind>/` (never deletes it); returns where."""
+        target_root = self.directory.parent / (self.directory.name + f'.{kind}')
         target_root.mkdir(exist_ok=True)
         target = target_root / str(step)
         n = 1
@@ -300,30 +315,6 @@ class Checkpointer:
     def close(self) -> None:
         self.wait()
         self._manager.close()
-
-
-class _OneLineDiskErrors:
-    """Turns an out-of-space failure anywhere in a save (often an async one surfacing at
-    the next save) into one DiskFullError line instead of pages of asyncio tracebacks."""
-
-    def __init__(self, ckpt: Checkpointer, step: int):
-        self.ckpt, self.step = ckpt, step
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb):
-        if error is None or isinstance(error, DiskFullError):
-            return False
-        e = error
-        while e is not None:
-            if getattr(e, 'errno', None) == errno.ENOSPC or 'No space left' in str(e):
-                raise DiskFullError(
-                    errno.ENOSPC, f'disk full while writing checkpoints to '
-                    f'{self.ckpt.directory}; free space and run the same command again to '
-                    f'resume from the last complete step') from None
-            e = e.__cause__ or e.__context__
-        return False
 
 
 def config_record(config: Any) -> dict:
@@ -347,11 +338,6 @@ def leaf_path(path) -> str:
     """'params/Dense_0/kernel' for a pytree key path."""
     return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
                     for k in path)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text if len(text) < 300 else text[:300] + '...'
 
 
 def abstract_with_sharding(tree: Any, sharding) -> Any:

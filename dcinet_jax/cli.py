@@ -4,7 +4,7 @@
                      --seed S --feature_dim D --difficulty easy|hard]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
-    dcinet train     --config FILE --workdir DIR [--config.field=value ...]
+    dcinet train     --config FILE --workdir DIR [--restore_step N --config.field=value ...]
     dcinet eval      --config FILE (--workdir DIR [--step N] | --weights FILE [--workdir DIR])
     dcinet export    --config FILE --workdir DIR --out FILE [--step N --format safetensors --force]
     dcinet bench     --config FILE [--batch_per_modality N --steps K --dtype bfloat16|float32
@@ -196,10 +196,14 @@ def train(argv):
         _config_flag(fv)
         _workdir_flag(fv)
         flags.DEFINE_bool('progress', True, 'show a progress bar', flag_values=fv)
+        flags.DEFINE_integer('restore_step', None, 'restart from this kept checkpoint step '
+                             '(0: from scratch) instead of the newest; later steps are moved '
+                             'to WORKDIR/checkpoints.superseded/', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet train')
     from dcinet_jax import exit_codes, train as train_lib
     try:
-        summary_ = train_lib.train_and_evaluate(_config(fv), fv.workdir, progress=fv.progress)
+        summary_ = train_lib.train_and_evaluate(_config(fv), fv.workdir, progress=fv.progress,
+                                                restore_step=fv.restore_step)
     except train_lib.NonFiniteLossError as e:
         print(f'dcinet train: error: {e}', file=sys.stderr)
         sys.exit(exit_codes.NON_FINITE)
@@ -229,7 +233,7 @@ def eval_(argv):
                                  weights_path=fv.weights)
     print(evaluate.format_table(_config(fv), results))
     if fv.workdir:
-        print(f'results written to {fv.workdir}/eval/{results["step"]}/results.json')
+        print(f'results written to {evaluate.results_path(fv.workdir, results)}')
 
 
 @command('export', "write a checkpoint's weights in the method's public PyTorch layout")

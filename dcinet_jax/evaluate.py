@@ -30,8 +30,23 @@ def evaluate_variables(config: Any, method: Any, model: Any, variables: Mapping,
         'outputs': round(t1 - t0, 2), 'scoring': round(time.time() - t1, 2)}
     if workdir is not None and jax.process_index() == 0:
         report.save_results(results, workdir, step,
-                            markdown=evaluator.format_table(results, with_paper=True))
+                            markdown=evaluator.format_table(results, with_paper=True),
+                            variant=results_variant(results))
     return results
+
+
+def results_variant(results: Mapping) -> str:
+    """'' for a run's own results; an evaluator marks others (an ensemble of several
+    runs) with protocol['results_variant'], and they are filed under that name."""
+    return str(results.get('protocol', {}).get('results_variant', '') or '')
+
+
+def results_path(workdir, results: Mapping) -> str:
+    """Where evaluate_variables wrote `results` (eval/<step>[/<variant>]/results.json)."""
+    from pathlib import Path
+    step_dir = Path(workdir) / 'eval' / str(results['step'])
+    variant = results_variant(results)
+    return str((step_dir / variant if variant else step_dir) / 'results.json')
 
 
 def scalar_metrics(results: Mapping) -> dict[str, float]:

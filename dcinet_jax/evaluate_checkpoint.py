@@ -31,10 +31,28 @@ def restore_for_eval(config, workdir: str | Path, *, step: int | None = None,
         if step is None:
             raise FileNotFoundError(f'no checkpoint in {ckpt.directory}: train first')
         trainer = build_trainer(config, total_steps=1, check_batch=False)
-        variables = ckpt.restore_variables(step, trainer.abstract_state())
+        try:
+            variables = ckpt.restore_variables(step, trainer.abstract_state())
+        except checkpoints.CorruptCheckpointError as e:
+            raise checkpoints.CorruptCheckpointError(
+                e.step, e.where, e.detail + _intact_hint(ckpt, step, trainer)) from None
     finally:
         ckpt.close()
     return trainer, parallel.to_host(variables), int(step)
+
+
+def _intact_hint(ckpt: checkpoints.Checkpointer, corrupt: int, trainer) -> str:
+    """'; step 2 is intact: evaluate it with --step 2' (the newest other kept step that
+    reads back), so the user is not sent from one damaged step to the next."""
+    others = sorted((s for s in ckpt.all_steps() if s != corrupt), reverse=True)
+    for s in others:
+        try:
+            ckpt.restore_variables(s, trainer.abstract_state())
+        except (checkpoints.CorruptCheckpointError, FileNotFoundError):
+            continue
+        return f'; step {s} is intact: evaluate it with --step {s}'
+    return f'; no other kept step reads back either (kept: {others})' if others else \
+        '; no other step is kept'
 
 
 def run(config, workdir: str | Path, *, step: int | None = None, best: bool = False) -> dict:

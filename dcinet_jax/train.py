@@ -24,12 +24,50 @@ import numpy as np
 from dcinet_jax import checkpoints, evaluate, parallel
 from dcinet_jax.workdir_lock import WorkdirLock
 from dcinet_jax.compilation_cache import setup_compilation_cache
+from dcinet_jax.evaluators import sanity
 from dcinet_jax.metric_logging import MetricLogger
 from dcinet_jax.state import Trainer, build_trainer, total_train_steps
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss or state; the message names the first bad step."""
+
+
+def _supersede_after(ckpt: checkpoints.Checkpointer, restore_step: int) -> list[str]:
+    """Moves the steps after `restore_step` aside, after checking it is a kept step."""
+    kept = ckpt.all_steps()
+    if restore_step != 0 and restore_step not in kept:
+        raise FileNotFoundError(
+            f'--restore_step {restore_step}: no such checkpoint in {ckpt.directory}; kept '
+            f'steps: {sorted(kept) or "none"} (0 restarts from scratch)')
+    later = [s for s in sorted(kept) if s > restore_step]
+    notes = []
+    if later and jax.process_index() == 0:
+        moved = [ckpt.set_aside(s, 'superseded') for s in later]
+        notes.append(f'restarting from step {restore_step}: moved the later steps {later} '
+                     f'to {moved[0].parent} (kept, never deleted)')
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(f'superseded after {restore_step}')
+        ckpt.reload()
+    return notes  # the loop's logger writes them
+
+
+def stop_message(ckpt: checkpoints.Checkpointer, step: int, what: str) -> str:
+    """The one-line report of a non-finite step: what, where, the kept steps with their
+    training losses, and how to go back to one before the divergence."""
+    losses = ckpt.step_losses()
+    if not losses:
+        return (f'{what} at step {step}; training stopped before any checkpoint was '
+                'written. Lower the learning rate (or fix the data) and rerun.')
+    listed = ', '.join(f'{s} (loss {"?" if v is None else f"{v:.4g}"})'
+                       for s, v in sorted(losses.items()))
+    newest = max(losses)
+    return (f'{what} at step {step}; training stopped, nothing from step {step} on was '
+            f'written. Kept checkpoints in {ckpt.directory}, all finite: {listed}; the last '
+            f'good checkpoint is step {newest}, which may already be diverging. Go back to '
+            f'an earlier one with --restore_step N (0: from scratch) and a lower learning '
+            f'rate.')
 
 
 def device_batches(iterator: Iterator[dict], sharding, depth: int) -> Iterator[dict]:
@@ -92,13 +130,22 @@ def _first_non_finite(fetched: list[tuple[int, dict]]) -> tuple[int, str] | None
     return None
 
 
-def _resume(ckpt: checkpoints.Checkpointer, trainer: Trainer) -> tuple[Any, int, list[str]]:
+def _resume(ckpt: checkpoints.Checkpointer, trainer: Trainer,
+            restore_step: int | None = None, fresh: Any = None) -> tuple[Any, int, list[str]]:
     """The newest intact checkpoint's state and step (fresh state and 0 when none).
 
     A corrupt step is reported, moved aside (never deleted) and the next older one
     tried; a checkpoint of a differently configured model is an error, not a fallback.
+    `restore_step` N restarts from kept step N (0: from scratch): the later steps are
+    moved to `checkpoints.superseded/` first (never deleted), so the new run neither
+    collides with them nor resumes from them later. `fresh`: the initial state when
+    the caller has already built it.
     """
     notes = []
+    if restore_step is not None:
+        notes += _supersede_after(ckpt, restore_step)
+        if restore_step == 0:
+            return fresh if fresh is not None else trainer.init_state(), 0, notes
     while (step := ckpt.latest_step()) is not None:
         try:
             state, _ = ckpt.restore(step, trainer.abstract_state())
@@ -111,16 +158,19 @@ def _resume(ckpt: checkpoints.Checkpointer, trainer: Trainer) -> tuple[Any, int,
                 ckpt.reload()
             notes.append(f'{e}; moved it to {moved}; falling back to the previous step')
             logging.warning(notes[-1])
-    return trainer.init_state(), 0, notes
+    return fresh if fresh is not None else trainer.init_state(), 0, notes
 
 
-def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) -> dict:
+def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True,
+                       restore_step: int | None = None) -> dict:
     """Trains (resuming from `workdir` if it holds checkpoints), then evaluates.
 
     Returns a summary: final step, last losses, examples/s, evaluation results, and
     `stopped_by_signal` when a SIGTERM/SIGINT ended the run early. Everything about the
     config and data is checked before the workdir is created, so a rejected run leaves
     nothing behind; a second run on a busy workdir is refused (WorkdirBusyError).
+    Every split the run will read is checked (the method's `validate_data`) before the
+    first step. `restore_step` N restarts from kept step N instead of the newest.
     """
     from dcinet_jax import methods
 
@@ -135,18 +185,31 @@ def train_and_evaluate(config, workdir: str | Path, *, progress: bool = True) ->
     steps_per_epoch = method.steps_per_epoch(config, jax.process_count())
     total = total_train_steps(config, steps_per_epoch)
     trainer = build_trainer(config, total, mesh=mesh)
+    methods.validate_data(method, config)
+    if restore_step is not None:
+        if restore_step < 0:
+            raise ValueError(f'--restore_step {restore_step}: expected a kept step >= 0')
+        if not (workdir / 'checkpoints').is_dir():
+            raise FileNotFoundError(f'--restore_step {restore_step}: no checkpoints in '
+                                    f'{workdir / "checkpoints"}')
+    # A run that starts from scratch initialises (and loads pretrained or init_from
+    # weights) before the workdir exists, so a refused initialisation leaves nothing.
+    fresh = None
+    if restore_step == 0 or not any((workdir / 'checkpoints').glob('[0-9]*')):
+        fresh = trainer.init_state()
 
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir, enabled=jax.process_index() == 0):
-        return _train(trainer, workdir, total, steps_per_epoch, progress)
+        return _train(trainer, workdir, total, steps_per_epoch, progress,
+                      restore_step, fresh)
 
 
 def _train(trainer: Trainer, workdir: Path, total: int, steps_per_epoch: int,
-           progress: bool) -> dict:
+           progress: bool, restore_step: int | None = None, fresh: Any = None) -> dict:
     config, method, mesh = trainer.config, trainer.method, trainer.mesh
     ckpt = checkpoints.Checkpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
                                     best_metric=config.eval.best_metric, config=config)
-    state, start, notes = _resume(ckpt, trainer)
+    state, start, notes = _resume(ckpt, trainer, restore_step, fresh)
     logger = MetricLogger(workdir, total_steps=total, initial_step=start, progress=progress)
     for note in notes:
         logger.write(note)
@@ -199,13 +262,10 @@ def _train(trainer: Trainer, workdir: Path, total: int, steps_per_epoch: int,
                 bad = _first_non_finite(fetched) if config.nan_check else None
                 if bad is not None:
                     ckpt.wait()
-                    good = ckpt.latest_step()
+                    message = stop_message(ckpt, bad[0], bad[1])
                     logger.close()
                     ckpt.close()
-                    raise NonFiniteLossError(
-                        f'{bad[1]} at step {bad[0]}; training stopped. The last good '
-                        f'checkpoint is step {good} in {ckpt.directory} (checked finite); '
-                        'nothing after it was written.')
+                    raise NonFiniteLossError(message)
                 last = fetched[-1][1]
                 now = time.time()
                 eps = (step - s_window) * examples_per_step / max(now - t_window, 1e-9)
@@ -217,13 +277,13 @@ def _train(trainer: Trainer, workdir: Path, total: int, steps_per_epoch: int,
                                prefix='train/')
                 logger.progress(step, last['loss'], eps)
             metrics_for_ckpt = None
+            meta = {'total_steps': total, 'config': checkpoints.config_record(config),
+                    'loss': last.get('loss')}
             if do_eval:
-                results = _evaluate(trainer, state, step, workdir, logger)
-                metrics_for_ckpt = {config.eval.best_metric: evaluate.best_metric(config,
-                                                                                  results)}
+                results, metrics_for_ckpt = _evaluate_then_save(
+                    trainer, state, step, workdir, logger, ckpt, meta)
             if do_ckpt or do_eval:
-                ckpt.save(step, state, metrics=metrics_for_ckpt,
-                          meta={'total_steps': total, 'config': checkpoints.config_record(config)})
+                ckpt.save(step, state, metrics=metrics_for_ckpt, meta=meta)
             if stopped_by:
                 logger.write(f'signal {signal.Signals(stopped_by).name}: saved step {step}, '
                              'exiting; run the same command again to resume')
@@ -258,6 +318,36 @@ def params_checksum(params) -> str:
     for leaf in jax.tree.leaves(params):
         h.update(np.ascontiguousarray(np.asarray(leaf.addressable_data(0))).tobytes())
     return h.hexdigest()[:16]
+
+
+def _evaluate_then_save(trainer: Trainer, state: Any, step: int, workdir: Path,
+                        logger: MetricLogger, ckpt: checkpoints.Checkpointer,
+                        meta: dict) -> tuple[dict, dict]:
+    """(results, checkpoint metrics) of an evaluation step, whose checkpoint is then
+    saved with its metric (for best-checkpoint ranking; orbax records metrics only at
+    save). The saves in flight finish first, and an evaluation that fails saves this
+    step without a metric and waits for it before the error goes up: nothing trained
+    is lost to a fault of the evaluation (docs/training.md#evaluation-during-training).
+    Collapsed features stop the run like a NaN (NonFiniteLossError), unsaved."""
+    ckpt.wait()
+    try:
+        results = _evaluate(trainer, state, step, workdir, logger)
+        return results, {trainer.config.eval.best_metric:
+                         evaluate.best_metric(trainer.config, results)}
+    except sanity.DegenerateFeaturesError as e:
+        # A collapsed model is treated like a non-finite one: this step is not saved.
+        message = stop_message(ckpt, step, f'collapsed model ({e.summary})')
+        logger.close()
+        ckpt.close()
+        raise NonFiniteLossError(message) from None
+    except BaseException:
+        ckpt.save(step, state, meta=meta)
+        ckpt.wait()
+        logger.write(f'evaluation at step {step} failed; step {step} was saved first '
+                     f'(in {ckpt.directory}), so no training is lost')
+        logger.close()
+        ckpt.close()
+        raise
 
 
 def _evaluate(trainer: Trainer, state: Any, step: int, workdir: Path,

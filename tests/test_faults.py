@@ -43,7 +43,8 @@ def test_state_poisoned_before_its_loss_is_never_saved(tmp_path):
     c.poison_step, c.checkpoint_every_steps, c.log_every_steps = 4, 1, 1  # 0-based: 5th update
     with pytest.raises(train.NonFiniteLossError,
                        match=r'non-finite parameters or optimizer state .* at step 5; .* '
-                             r'last good checkpoint is step 4'):
+                             r'all finite: 1 \(loss [\d.]+\), 2 .*, 4 \(loss [\d.]+\); the '
+                             r'last good checkpoint is step 4, .*--restore_step N'):
         train.train_and_evaluate(c, tmp_path / 'run', progress=False)
     ckpt = _checkpointer(tmp_path / 'run')
     assert ckpt.all_steps() == [1, 2, 3, 4]
@@ -126,9 +127,12 @@ def test_full_disk_is_one_line_at_the_failing_save(tmp_path, monkeypatch):
         free = 1 << 20  # 1 MiB
 
     monkeypatch.setattr(checkpoints.shutil, 'disk_usage', lambda path: Usage)
+    # The tiny state is a few KiB (not '0 MiB'); no step was written: 'start from scratch'
+    # (not 'resume from step None').
     with pytest.raises(checkpoints.DiskFullError,
-                       match=r'disk full: checkpoint step 2 needs about .* MiB but .* has 1 '
-                             r'MiB free'):
+                       match=r'disk full: checkpoint step 2 needs about [1-9]\d* KiB \(plus 64 '
+                             r'MiB margin\) but .* has 1 MiB free; free space and run the same '
+                             r'command again to start from scratch$'):
         train.train_and_evaluate(c, tmp_path / 'run', progress=False)
 
 

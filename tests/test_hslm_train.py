@@ -184,8 +184,13 @@ def test_cli_train_and_eval_reach_recall_well_above_chance(demo_dir, tmp_path, c
     assert r['selection'] == r['dev_rsum']
     # An ensemble with a second copy of the same run: two identical score matrices whose
     # mean is the single model's, so every number stays and the record says 2.
+    # It is filed apart (eval/<step>/ensemble2/) and labelled, never over the run's own.
     cli.main(['eval', *config, '--workdir', str(run), f'--config.eval.ensemble_workdirs={run}'])
-    e = json.loads((run / 'eval' / str(summary['step']) / 'results.json').read_text())
+    step_dir = run / 'eval' / str(summary['step'])
+    assert str(step_dir / 'ensemble2' / 'results.json') in capsys.readouterr().out
+    e = json.loads((step_dir / 'ensemble2' / 'results.json').read_text())
+    assert '| Ensemble of 2 runs |' in (step_dir / 'ensemble2' / 'results.md').read_text()
+    assert json.loads((step_dir / 'results.json').read_text()) == r   # the run's own, intact
     assert e['protocol']['ensemble_size'] == 2 and r['protocol'].get('ensemble_size', 1) == 1
     assert e['rsum'] == pytest.approx(r['rsum']) and e['dev_rsum'] == r['dev_rsum']
 

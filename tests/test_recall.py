@@ -264,7 +264,7 @@ def test_evaluate_coco_protocols_dev_and_ensemble():
     assert 'MS-COCO 1K test (5-fold average)' in table and 'MS-COCO 5K test' in table
     assert '| HSLM (paper Table 2) | 80.3 | 96.5 | 98.7 | 65.0 | 90.9 | 96.0 | 527.3 |' in table
     assert '| HSLM (paper Table 3) | 59.9 |' in table and 'Table 4' not in table
-    assert f'| This run | {results["i2t_r1"]:.1f} |' in table
+    assert f'| Ensemble of 2 runs | {results["i2t_r1"]:.1f} |' in table  # not 'This run'
     assert 'text_attn_padding=masked' in table and 'step 3' in table
 
 

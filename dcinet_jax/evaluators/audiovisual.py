@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dcinet_jax.evaluators import ranking
+from dcinet_jax.evaluators import ranking, sanity
 
 __all__ = ['PAPER', 'evaluate', 'format_table', 'pair_map']
 
@@ -47,11 +47,8 @@ def pair_map(features: Mapping, *, chunk_size: int = 1024, num_workers: int = 1)
     fv, yv = features['visual']
     fa, ya = features['audio']
     for name, f in (('visual', fv), ('audio', fa)):
-        f = np.asarray(f)
-        bad = int(np.count_nonzero(~np.isfinite(f).all(axis=1))) if f.ndim == 2 else 0
-        if bad:
-            raise ValueError(f'{name} features: {bad} of {f.shape[0]} items are not finite '
-                             '(NaN/Inf); the checkpoint is probably diverged')
+        sanity.check_finite(f, f'{name} features')
+        sanity.check_not_collapsed(np.asarray(f), f'{name} features')
     kw = dict(chunk_size=chunk_size, num_workers=num_workers)
     a2v = ranking.mean_average_precision(fa, ya, fv, yv, **kw)
     v2a = ranking.mean_average_precision(fv, yv, fa, ya, **kw)

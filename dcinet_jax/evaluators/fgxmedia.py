@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from dcinet_jax.evaluators import ranking, report
+from dcinet_jax.evaluators import ranking, report, sanity
 
 __all__ = ['AP_DEFINITION', 'MODALITY_ORDER', 'RANKING', 'SCORING_CHOICES', 'SIMILARITY',
            'check_features', 'evaluate', 'evaluate_features', 'format_table',
@@ -67,8 +67,9 @@ def resolve_scoring(scoring: str) -> str:
 def check_features(features: Mapping) -> tuple[list[str], dict, dict]:
     """(modalities in MODALITY_ORDER, float64 features, int64 labels) after validation.
 
-    Non-finite features are an error naming the modality and how many items are hit: a
-    diverged checkpoint would otherwise rank on ties and still print a plausible mAP.
+    Non-finite or collapsed features (sanity: nearly all items one vector) are an error
+    naming the modality and how many items are hit: a diverged or collapsed checkpoint
+    would otherwise rank on ties and still print a plausible mAP.
     """
     if len(features) < 2:
         raise ValueError(f'evaluate: need at least two modalities, got {list(features)}')
@@ -82,10 +83,8 @@ def check_features(features: Mapping) -> tuple[list[str], dict, dict]:
         if x.ndim != 2:
             raise ValueError(f'features of modality {m}: expected a (num_items, dim) matrix, '
                              f'got shape {x.shape}')
-        bad = int(np.count_nonzero(~np.isfinite(x).all(axis=1))) if x.dtype.kind in 'fc' else 0
-        if bad:
-            raise ValueError(f'features of modality {m}: {bad} of {x.shape[0]} items are not '
-                             'finite (NaN/Inf); the checkpoint is probably diverged')
+        sanity.check_finite(x, f'features of modality {m}')
+        sanity.check_not_collapsed(x, f'features of modality {m}')
         feats[m] = ranking.as_feature_matrix(x, f'features of modality {m}')
         labels[m] = ranking.check_labels(pair[1], f'labels of modality {m}', x.shape[0])
     dims = {m: f.shape[1] for m, f in feats.items()}

@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from dcinet_jax.evaluators import sanity
 from dcinet_jax.evaluators.blockwise import score_matrix
 
 __all__ = ['METRIC_KEYS', 'PAPER', 'PAPER_ABLATION', 'PROTOCOLS', 'chance_recall',
@@ -235,6 +236,10 @@ def _split_scores(outputs: Mapping, split: str) -> tuple[np.ndarray, np.ndarray,
     raw = part['scores']
     size = 1 if _is_matrix(raw) else len(raw)
     scores, ci = _checked(ensemble(raw), part['caption_image'])
+    # Rows are images, columns captions: identical rows (or columns) are a collapsed
+    # image (or text) side, which the tie rule would still turn into recalls.
+    sanity.check_not_collapsed(scores, f'{split} scores, image rows', normalise=False)
+    sanity.check_not_collapsed(scores.T, f'{split} scores, caption columns', normalise=False)
     return scores, ci, size
 
 
@@ -277,6 +282,8 @@ def evaluate(outputs: Mapping, *, config: Any) -> dict:
             results.update({prefix + k: v for k, v in res.items()})
         n_img, n_cap = scores.shape
         record.update(test_images=n_img, test_captions=n_cap, ensemble_size=size)
+        if size > 1:  # not this run's own numbers: filed and labelled apart
+            record['results_variant'] = f'ensemble{size}'
         if n_cap % n_img == 0:
             record['chance_r1'] = chance_recall(n_img, k=1, captions_per_image=n_cap // n_img)
     if 'dev' in outputs:
@@ -304,6 +311,8 @@ def format_table(results: Mapping, *, name: str = 'This run', with_paper: bool =
     table per protocol; with_paper adds the paper's rows for the dataset and protocol
     (config.eval.dataset 'f30k' or 'coco') and, for Flickr30K, Table 4's ablation."""
     p = results.get('protocol', {})
+    if name == 'This run' and p.get('ensemble_size', 1) > 1:
+        name = f'Ensemble of {p["ensemble_size"]} runs'
     dataset = str(p.get('dataset', 'f30k')).lower()
     header = ['| method | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | rsum |',
               '|---|---:|---:|---:|---:|---:|---:|---:|']

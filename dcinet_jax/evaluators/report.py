@@ -144,8 +144,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def save_results(results: Mapping, workdir: str | os.PathLike, step: int, *,
-                 markdown: str | None = None) -> dict[str, Path]:
+                 markdown: str | None = None, variant: str = '') -> dict[str, Path]:
     """Write eval/<step>/results.{json,md} and the latest copy eval/results.{json,md}.
+
+    `variant` (e.g. 'ensemble3': results that are not this run's alone) writes under
+    eval/<step>/<variant>/ and eval/<variant>/ instead, leaving the run's own untouched.
 
     The JSON is `results` plus "step" (the caller's dict is not modified); the markdown is
     `markdown` (another evaluator's table), by default the FG-XMedia
@@ -159,11 +162,14 @@ def save_results(results: Mapping, workdir: str | os.PathLike, step: int, *,
         markdown = format_table(payload, with_paper=True)
     text_md = markdown + '\n'
     eval_dir = Path(workdir) / 'eval'
+    step_dir, latest_dir = eval_dir / str(int(step)), eval_dir
+    if variant:
+        step_dir, latest_dir = step_dir / variant, latest_dir / variant
     paths = {
-        'step_json': eval_dir / str(int(step)) / 'results.json',
-        'step_md': eval_dir / str(int(step)) / 'results.md',
-        'latest_json': eval_dir / 'results.json',
-        'latest_md': eval_dir / 'results.md',
+        'step_json': step_dir / 'results.json',
+        'step_md': step_dir / 'results.md',
+        'latest_json': latest_dir / 'results.json',
+        'latest_md': latest_dir / 'results.md',
     }
     for key, path in paths.items():
         atomic_write_text(path, text_json if key.endswith('json') else text_md)

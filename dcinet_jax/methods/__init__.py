@@ -51,6 +51,9 @@ is the applied one. Without it the rate is the generic `config.optim` schedule
 `check_training(config) -> None`: checks that only a training run needs (FGCrossNet: a
 later stage without `init_from`), raising ValueError; `dcinet train` calls it first,
 before any data is read or the workdir is created (eval, bench and profile do not).
+`validate_data(config) -> None`: checks every split the run will read (shapes, counts,
+dtypes, labels) and raises one line naming the file and field; the loop calls it
+before the first step, so a bad test split stops the run before any training.
 """
 
 from __future__ import annotations
@@ -123,3 +126,10 @@ def evaluator_name(method: Any, config: Any) -> str:
     eval_config = config.get('eval', None)
     chosen = eval_config.get('metrics', '') if eval_config is not None else ''
     return str(chosen or method.DEFAULT_EVALUATOR)
+
+
+def validate_data(method: Any, config: Any) -> None:
+    """Runs the method's optional `validate_data(config)` (every split the run reads)."""
+    check = getattr(method, 'validate_data', None)
+    if check is not None:
+        check(config)

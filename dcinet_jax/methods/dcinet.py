@@ -125,6 +125,19 @@ def eval_outputs(model, variables, config) -> dict:
                                      feature=config.eval.feature, progress=True)
 
 
+def validate_data(config: Any) -> None:
+    """The train and test splits of every modality exist, are not empty and hold labels
+    below data.num_classes (checked before the first step, not after the last)."""
+    from input_pipeline.fgxmedia import pipeline
+    if int(config.data.eval_batch_size) <= 0:
+        raise ValueError(f'data.eval_batch_size={config.data.eval_batch_size} must be positive')
+    for split in ('train', 'test'):
+        for m in config.data.modalities:
+            if pipeline.num_examples(config, m, split) == 0:
+                raise ValueError(f'the {m} {split} split in {config.data_dir} is empty')
+        pipeline.check_labels(config, split)
+
+
 def describe(config: Any) -> str:
     """One line for `dcinet summary`."""
     mc, dc = config.model, config.data

@@ -148,6 +148,25 @@ def load_data(config: Any):
     return data
 
 
+def validate_data(config: Any) -> None:
+    """Every split the run reads is present and usable (the reader has checked shapes,
+    dtypes, labels and NaN): checked before the first step, not at the final evaluation."""
+    data = load_data(config)
+    if not len(data.train):
+        raise ValueError(f'{data.path}: the train split is empty')
+    if not len(data.test):
+        raise ValueError(f'{data.path}: the test split is empty (lab_test has 0 rows); '
+                         'there would be nothing to evaluate after training')
+    e = config.eval
+    if e.get('drop_last_batch', False) and len(data.test) < int(e.reference_batch):
+        raise ValueError(f'{data.path}: eval.drop_last_batch: the test split has '
+                         f'{len(data.test)} pairs, fewer than one batch of '
+                         f'eval.reference_batch={int(e.reference_batch)}')
+    unknown = [p for p in e.pairings if p not in PAIRINGS]
+    if unknown:
+        raise ValueError(f'eval.pairings: {unknown} not among {PAIRINGS}')
+
+
 def steps_per_epoch(config: Any, process_count: int) -> int:
     from input_pipeline.vegas_ave import reader as av_features
     return av_features.steps_per_epoch(len(load_data(config).train),

@@ -42,6 +42,7 @@ RANKING_FORMS = ('code', 'paper')
 
 synthetic_batch = dcinet_method.synthetic_batch
 eval_outputs = dcinet_method.eval_outputs
+validate_data = dcinet_method.validate_data
 examples_per_step = dcinet_method.examples_per_step
 steps_per_epoch = dcinet_method.steps_per_epoch
 train_batches = dcinet_method.train_batches
@@ -207,6 +208,17 @@ def read_checkpoint_variables(path: str | os.PathLike) -> tuple[int, dict]:
         ckpt.close()
 
 
+def _method_of(path: str | os.PathLike) -> str:
+    """'that checkpoint was trained with method X; ' when X is not fgcrossnet, else ''."""
+    ckpt = checkpoints.Checkpointer(checkpoint_dir(path), best_metric='loss', read_only=True)
+    try:
+        method = ckpt.saved_config(ckpt.latest_step()).get('method', 'fgcrossnet')
+    finally:
+        ckpt.close()
+    return (f'that checkpoint was trained with method {method!r}, not fgcrossnet; '
+            if method != 'fgcrossnet' else '')
+
+
 def overlay(fresh: dict, saved: dict, *, skip: tuple[str, ...] = ()) -> tuple[dict, list, list]:
     """`fresh` with every leaf whose path (and shape) is in `saved` replaced by the saved
     one, except paths starting with an entry of `skip`. Returns (tree, taken, kept)."""
@@ -256,8 +268,9 @@ def load_pretrained(variables: dict, config: Any) -> dict | None:
         skip = ('params/centres',) if config.loss.reinit_centres else ()
         out, taken, kept = overlay(base, saved, skip=skip)
         if not taken:
-            raise ValueError(f'init_from={config.init_from!r}: no array of that checkpoint '
-                             'fits this model (another backbone or class count?)')
+            raise ValueError(f'init_from={config.init_from!r}: ' + _method_of(
+                config.init_from) + 'no array of that checkpoint fits this model (another '
+                'backbone or class count?)')
         logging.info('init_from %s step %d: %d arrays taken, %d kept fresh (%s)',
                      config.init_from, step, len(taken), len(kept), ', '.join(kept[:8]))
     return out

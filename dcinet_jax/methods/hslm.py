@@ -310,14 +310,45 @@ def _jitted(model, name: str):
     return _JITTED[key]
 
 
-def encode_split(model, variables, arrays, *, batch_size: int):
+def validate_data(config: Any) -> None:
+    """Every split the run reads (train, eval.test_split, eval.dev_split) opens (the
+    reader checks dtype, rank and the caption count: 5 per image) and has the train
+    split's region count and width, before the first step rather than at the final
+    evaluation."""
+    from input_pipeline.errors import DataError
+    from input_pipeline.precomp import reader as precomp
+    d, e = config.data, config.eval
+    train = _split(str(d.data_dir), str(d.train_split))
+    for name in [str(e.test_split)] + ([str(e.dev_split)] if e.get('dev_split', '') else []):
+        split = _split(str(d.data_dir), name)
+        if split.images.shape[1:] != train.images.shape[1:]:
+            raise DataError(str(Path(str(d.data_dir)) / precomp.file_names(name)['images']),
+                            f'{split.region_count} regions of width {split.feature_dim}, '
+                            f'but the train split has {train.region_count} of width '
+                            f'{train.feature_dim}')
+
+
+def _finite_block(block: np.ndarray, n: int, start: int, arrays, source: str) -> np.ndarray:
+    """The block, after checking the region features the model reads are finite: NaN
+    input is the data's fault, and would otherwise be blamed on the checkpoint."""
+    bad = ~np.isfinite(block[:n]).reshape(n, -1).all(axis=1)
+    if bad.any():
+        row = int(arrays.image_rows[start + int(np.argmax(bad))])
+        raise ValueError(f'{source}: region features of row {row} (and {int(bad.sum()) - 1} '
+                         f'more of these {n} images) hold NaN/Inf; the data is at fault, not '
+                         'the checkpoint: fix or re-extract the features')
+    return block
+
+
+def encode_split(model, variables, arrays, *, batch_size: int, source: str = 'region features'):
     """Eval-mode region embeddings (N_img, R, d) and word embeddings (N_cap, L, d) of an
-    `EvalArrays` (distinct images read block by block from the memmap)."""
+    `EvalArrays` (distinct images read block by block from the memmap, checked finite)."""
     from dcinet_jax.evaluators import blockwise
     enc_img, enc_cap = _jitted(model, 'images'), _jitted(model, 'captions')
     b = min(batch_size, arrays.num_images)
-    regions = np.concatenate([np.asarray(enc_img(variables, block))[:n]
-                              for block, n in arrays.image_blocks(b)])
+    regions = np.concatenate([
+        np.asarray(enc_img(variables, _finite_block(block, n, i * b, arrays, source)))[:n]
+        for i, (block, n) in enumerate(arrays.image_blocks(b))])
     words = blockwise.map_blocks(lambda tl: enc_cap(variables, *tl),
                                  (arrays.tokens, arrays.lengths), batch_size)
     return regions, words
@@ -346,7 +377,10 @@ def split_scores(model, variables, config, name: str, *, num_images: int = 0) ->
     from dcinet_jax.evaluators import recall
     e = config.eval
     arrays = eval_arrays(config, name, num_images=num_images)
-    regions, words = encode_split(model, variables, arrays, batch_size=int(e.batch_size))
+    from input_pipeline.precomp import reader as precomp
+    source = str(Path(str(config.data.data_dir)) / precomp.file_names(name)['images'])
+    regions, words = encode_split(model, variables, arrays, batch_size=int(e.batch_size),
+                                  source=source)
     scorer = _jitted(model, 'scores')
     scores = recall.score_matrix(lambda r, c: scorer(variables, r, c), regions,
                                  (words, arrays.lengths), image_block=int(e.image_block),
