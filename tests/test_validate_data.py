@@ -26,7 +26,7 @@ def test_dsffn_empty_test_split_stops_before_training(tmp_path):
         del f['lab_test']
         f.create_dataset('lab_test', data=np.zeros((0,), np.int64))
     c = dsffn_test.get_config()
-    c.data.data_dir = str(tmp_path / 'data')
+    c.data_dir = str(tmp_path / 'data')
     with pytest.raises(ValueError, match=r'vegas_feature_norm.h5: the test split is empty'):
         train.train_and_evaluate(c, tmp_path / 'run', progress=False)
     assert not (tmp_path / 'run').exists()   # before any step: nothing written
@@ -46,7 +46,7 @@ def _copy(precomp_dir, tmp_path):
     hslm._split.cache_clear()
     hslm._eval_arrays.cache_clear()
     c = hslm_test.get_config()
-    c.data.data_dir = str(d)
+    c.data_dir = str(d)
     return c, d
 
 

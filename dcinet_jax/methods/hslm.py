@@ -318,11 +318,11 @@ def validate_data(config: Any) -> None:
     from input_pipeline.errors import DataError
     from input_pipeline.precomp import reader as precomp
     d, e = config.data, config.eval
-    train = _split(str(d.data_dir), str(d.train_split))
+    train = _split(str(config.data_dir), str(d.train_split))
     for name in [str(e.test_split)] + ([str(e.dev_split)] if e.get('dev_split', '') else []):
-        split = _split(str(d.data_dir), name)
+        split = _split(str(config.data_dir), name)
         if split.images.shape[1:] != train.images.shape[1:]:
-            raise DataError(str(Path(str(d.data_dir)) / precomp.file_names(name)['images']),
+            raise DataError(str(Path(str(config.data_dir)) / precomp.file_names(name)['images']),
                             f'{split.region_count} regions of width {split.feature_dim}, '
                             f'but the train split has {train.region_count} of width '
                             f'{train.feature_dim}')
@@ -378,7 +378,7 @@ def split_scores(model, variables, config, name: str, *, num_images: int = 0) ->
     e = config.eval
     arrays = eval_arrays(config, name, num_images=num_images)
     from input_pipeline.precomp import reader as precomp
-    source = str(Path(str(config.data.data_dir)) / precomp.file_names(name)['images'])
+    source = str(Path(str(config.data_dir)) / precomp.file_names(name)['images'])
     regions, words = encode_split(model, variables, arrays, batch_size=int(e.batch_size),
                                   source=source)
     scorer = _jitted(model, 'scores')
