@@ -1,7 +1,7 @@
 """`dcinet` command line: thin subcommands that parse flags and call into the library.
 
     dcinet demo-data --out DIR [--format fgxmedia|vegas|ave|precomp --classes N --per_class K
-                     --seed S --feature_dim D --difficulty easy|hard]
+                     --seed S --feature_dim D --difficulty easy|hard --force]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--config.field=value ...]
@@ -126,10 +126,14 @@ def demo_data(argv):
                           'fgxmedia: easy (separable classes, the two-command demo) or hard '
                           '(confusable sister classes for ablations; default 30 items per '
                           'class, no video; docs/ablation_demo.md)', flag_values=fv)
+        flags.DEFINE_bool('force', False, 'write into a folder that is not empty, '
+                          'replacing files of the same names', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
     if fv.difficulty != 'easy' and fv.format != 'fgxmedia':
         sys.exit(f'dcinet demo-data: --difficulty={fv.difficulty} exists for --format=fgxmedia '
                  f'only, not {fv.format}')
+    from input_pipeline import demo as demo_pkg
+    demo_pkg.check_target(fv.out, fv.force)
     if fv.format == 'fgxmedia' and fv.difficulty == 'hard':
         from input_pipeline.demo import fgxmedia_hard as demo_hard
         demo_hard.hard_demo_main(fv.out, fv.classes or 10, fv.per_class or 30, fv.seed)
