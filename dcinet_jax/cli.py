@@ -32,6 +32,8 @@ from typing import Callable
 
 from absl import flags
 
+from dcinet_jax import cli_config
+
 COMMANDS: dict[str, tuple[str, Callable]] = {}
 # The argv being parsed: ml_collections reads `--config.*` overrides from its own copy of
 # argv, which must be this list (not sys.argv) when `main` is called from Python.
@@ -52,27 +54,21 @@ def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], pr
     if any(a in ('-h', '--help') for a in argv):
         print(f'usage: {prog} [flags]\n{_help(fv)}')
         sys.exit(0)
+    spec = cli_config.config_argument(argv)
+    if spec is not None and 'config' in fv and cli_config.is_file_flag(fv['config']):
+        try:
+            cli_config.check_file(spec)
+        except ValueError as e:
+            sys.exit(f'{prog}: error: {e}')
     try:
         rest = fv([prog] + list(argv))
     except flags.Error as e:
         sys.exit(f'{prog}: {e}\n\nusage: {prog} [flags]\n{_help(fv)}')
     except (AttributeError, KeyError) as e:  # an override names a field the config lacks
-        sys.exit(f'{prog}: error: {_unknown_field(argv, e)}')
+        sys.exit(f'{prog}: error: {cli_config.unknown_field(argv, e)}')
     if len(rest) > 1:
         sys.exit(f'{prog}: unexpected arguments {rest[1:]}')
     return fv
-
-
-def _unknown_field(argv: list[str], error: Exception) -> str:
-    """'--config.optim.learning_rat: no such config field (did you mean learning_rate?)'."""
-    import re
-    text = str(error).replace('\\n', '\n')
-    name = re.search(r"'\\?'?([\w.]+)\\?'?'", text)
-    hint = re.search(r'Did you mean "([\w.]+)"', text)
-    flag = next((a.split('=')[0] for a in argv if name and a.startswith('--config.')
-                 and f'.{name.group(1)}.' in a.split('=')[0] + '.'), '--config.<field>')
-    return (f'{flag}: no such config field'
-            + (f' (did you mean {hint.group(1)}?)' if hint else ''))
 
 
 def _help(fv: flags.FlagValues) -> str:
@@ -85,19 +81,11 @@ def _help(fv: flags.FlagValues) -> str:
 
 
 def _config_flag(fv, required=True, default=None):
-    from ml_collections import config_flags
-    config_flags.DEFINE_config_file(
-        'config', default, 'ml_collections config file (get_config()), e.g. configs/demo.py',
-        flag_values=fv, lock_config=True, sys_argv=list(_parsing_argv))
-    if required:
-        flags.mark_flag_as_required('config', flag_values=fv)
+    cli_config.define(fv, _parsing_argv, required=required, default=default)
 
 
 def _config(fv):
-    config = fv.config
-    if config is None:
-        sys.exit('--config FILE is required')
-    return config
+    return cli_config.loaded(fv)
 
 
 @command('demo-data', 'write a built-in demo dataset (FG-XMedia layout, VEGAS/AVE features, '
@@ -382,6 +370,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f'dcinet: unknown command {argv[0]!r}\n\n{_usage()}')
     try:
         COMMANDS[argv[0]][1](argv[1:])
+    except (AttributeError, KeyError) as e:
+        # A field the method reads that the config lacks (another method's config).
+        line = cli_config.missing_field(e)
+        if line is None or os.environ.get('DCINET_TRACEBACK'):
+            raise
+        sys.exit(f'dcinet {argv[0]}: error: {line}\n(set DCINET_TRACEBACK=1 for the traceback)')
     except (FileNotFoundError, ValueError, OSError) as e:
         # Bad input (missing data or checkpoint, bad config field, corrupt item) or a full
         # disk: one clear line naming what is wrong; the traceback on request.
