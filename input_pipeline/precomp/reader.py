@@ -27,8 +27,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline.precomp import captions as caps_lib
-from input_pipeline import samplers
+from input_pipeline import atomic, samplers
 from input_pipeline.errors import DataError
 
 CAPTIONS_PER_IMAGE = 5
@@ -180,16 +180,9 @@ def encode_captions(split: PrecompSplit, vocab: caps_lib.Vocab, *,
     length = caps_lib.bucket_length(longest) if max_length is None else int(max_length)
     tokens, lengths = caps_lib.pad_tokens(ids, length)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.tokens-', suffix='.npz', dir=path.parent)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, tokens=tokens, lengths=lengths)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, tokens=tokens, lengths=lengths)
+        atomic.atomic_write_bytes(path, buffer.getvalue())
     return tokens, lengths
 
 

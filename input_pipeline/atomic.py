@@ -1,0 +1,56 @@
+"""Atomic file writes, shared by everything that writes results, caches or vocabularies.
+
+A temporary file in the target's folder, flushed and fsynced, then `os.replace`: a
+reader (a sweep aggregating runs, a second training process) sees the old file or the
+whole new one, never a partial write. `tempfile.mkstemp` creates its file with mode
+0600; the finished file gets the mode an ordinary `open()` would have given it
+(0666 minus the umask), so `results.json` or `vocab.json` stay readable by the group
+and others under the usual umask 022, as every other file the project writes.
+Standard library only: both the accelerator side and the input pipeline import it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (/proc), else
+    by setting and restoring it (os.umask has no read-only form)."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (creating its folder); mode 0666 & ~umask."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """`atomic_write_bytes` of `text` as UTF-8 (a TypeError for anything but str)."""
+    if not isinstance(text, str):
+        raise TypeError(f'atomic_write_text: expected str, got {type(text).__name__}')
+    atomic_write_bytes(path, text.encode('utf-8'))
