@@ -33,6 +33,7 @@ from typing import Callable
 from absl import flags
 
 from dcinet_jax import cli_config
+from input_pipeline import atomic
 
 COMMANDS: dict[str, tuple[str, Callable]] = {}
 # The argv being parsed: ml_collections reads `--config.*` overrides from its own copy of
@@ -376,6 +377,12 @@ def main(argv: list[str] | None = None) -> None:
         if line is None or os.environ.get('DCINET_TRACEBACK'):
             raise
         sys.exit(f'dcinet {argv[0]}: error: {line}\n(set DCINET_TRACEBACK=1 for the traceback)')
+    except atomic.NotWrittenError as e:
+        # The work is done: print what it computed, then where it could not be written.
+        print(e.text)
+        if os.environ.get('DCINET_TRACEBACK'):
+            raise
+        sys.exit(f'dcinet {argv[0]}: error: {e}')
     except (FileNotFoundError, ValueError, OSError) as e:
         # Bad input (missing data or checkpoint, bad config field, corrupt item) or a full
         # disk: one clear line naming what is wrong; the traceback on request.
