@@ -70,6 +70,20 @@ def loss_fn(params, variables, batch, rng, *, model, config, step, axis_name=Non
     return loss, (collections, dict(terms, loss=loss, accuracy=accuracy))
 
 
+def validate_config(config: Any) -> None:
+    """Classes and modalities the model and the mAP evaluator can use (the evaluator
+    scores pairs of modalities: one alone trained and then failed at evaluation)."""
+    if int(config.data.num_classes) < 1:
+        raise ValueError(f'config.data.num_classes={config.data.num_classes}: must be >= 1')
+    modalities = tuple(config.data.modalities)
+    unknown = [m for m in modalities if m not in data_spec.MODALITIES]
+    if unknown or len(set(modalities)) != len(modalities) or len(modalities) < 2:
+        raise ValueError(f'config.data.modalities={modalities}: expected two or more '
+                         f'distinct of {data_spec.MODALITIES}, as a tuple (retrieval is '
+                         'scored between modalities): --config.data.modalities='
+                         '"(\'image\',\'text\')"')
+
+
 def batch_rule(config: Any, num_devices: int) -> None:
     """Equal slices of every modality per device and process, and an even per-device
     batch: CMSI pairs sample i with sample B-1-i of the same device."""
