@@ -343,7 +343,8 @@ def search(argv):
     from dcinet_jax.search import query as search_lib
     search_lib.search_main(_config(fv), fv.workdir, fv.query, top_k=fv.top_k,
                            modality=fv.modality, index=fv.index, step=fv.step,
-                           query_modality=fv.query_modality, as_json=fv.json)
+                           query_modality=fv.query_modality, as_json=fv.json,
+                           config_args=cli_config.config_args(argv))
 
 
 def _default_config_path() -> str | None:

@@ -49,6 +49,14 @@ def config_argument(argv: list[str]) -> str | None:
     return None
 
 
+def config_args(argv: list[str]) -> list[str]:
+    """`--config FILE` and every `--config.field=value` of `argv`: the config exactly as
+    the user chose it, for commands a message suggests (e.g. rebuilding a search index)."""
+    spec = config_argument(argv)
+    overrides = [a for a in argv if a.startswith('--config.')]
+    return (['--config', spec] if spec is not None else []) + overrides
+
+
 def check_file(spec: str) -> None:
     """Raises ValueError, one line, when `spec` (FILE or FILE:ARG) is not a loadable
     config file: missing, not valid Python, or without a top-level `get_config`.
