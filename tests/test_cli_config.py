@@ -48,7 +48,7 @@ def test_a_config_file_is_checked_without_running_it(tmp_path):
 
 @pytest.mark.parametrize('config,method,field', [
     ('test.py', 'dsffn', 'data.visual_dim'),
-    ('dsffn_test.py', 'dcinet', 'data.image_size'),
+    ('dsffn_test.py', 'dcinet', 'data.modalities'),
     ('dsffn_test.py', 'hslm', 'model.vocab_size'),
 ])
 def test_another_methods_config_names_the_missing_field(config, method, field):
