@@ -44,10 +44,20 @@ def test_unusable_values_are_refused(name, fields, message):
 @pytest.mark.parametrize('name,fields', [
     ('test', {}), ('dsffn_test', {}), ('hslm_test', {}), ('fgcrossnet_test', {}),
     ('dcinet_video', {}), ('test', {'num_epochs': 0, 'num_train_steps': 5}),
+    ('test', {'data__modalities': ('image',), 'eval__metrics': 'classification'}),
     ('test', {'data__modalities': ('image', 'text')}),
 ])
 def test_usable_configs_pass(name, fields):
     methods.from_config(_config(name, **fields))
+
+
+def test_fgcrossnet_image_only_stage_is_valid():
+    from configs import fgcrossnet_fgxmedia
+    methods.from_config(fgcrossnet_fgxmedia.get_config('stage0'))   # classification eval
+    c = fgcrossnet_fgxmedia.get_config('stage0')
+    c.eval.metrics = 'fgxmedia'
+    with pytest.raises(ValueError, match=r"modalities=\('image',\): expected two or more"):
+        methods.from_config(c)
 
 
 def test_tiny_method_without_a_hook_passes_the_generic_checks():

@@ -79,7 +79,7 @@ def init_variables(model: FGCrossNet, rng: jax.Array, config: Any) -> dict:
 
 def validate_config(config: Any) -> None:
     """DCINet's checks of classes and modalities, which FGCrossNet shares."""
-    dcinet_method.validate_config(config)
+    dcinet_method.validate_config(config, DEFAULT_EVALUATOR)
 
 
 def _check_loss_config(config: Any) -> None:
