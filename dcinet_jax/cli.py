@@ -1,7 +1,7 @@
 """`dcinet` command line: thin subcommands that parse flags and call into the library.
 
     dcinet demo-data --out DIR [--format fgxmedia|vegas|ave|precomp --classes N --per_class K
-                     --seed S --feature_dim D --difficulty easy|hard]
+                     --seed S --feature_dim D --difficulty easy|hard --force]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--restore_step N --config.field=value ...]
@@ -33,6 +33,9 @@ from typing import Callable
 
 from absl import flags
 
+from dcinet_jax import cli_config
+from input_pipeline import atomic
+
 COMMANDS: dict[str, tuple[str, Callable]] = {}
 # The argv being parsed: ml_collections reads `--config.*` overrides from its own copy of
 # argv, which must be this list (not sys.argv) when `main` is called from Python.
@@ -53,6 +56,12 @@ def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], pr
     if any(a in ('-h', '--help') for a in argv):
         print(f'usage: {prog} [flags]\n{_help(fv)}')
         sys.exit(0)
+    spec = cli_config.config_argument(argv)
+    if spec is not None and 'config' in fv and cli_config.is_file_flag(fv['config']):
+        try:
+            cli_config.check_file(spec)
+        except ValueError as e:
+            sys.exit(f'{prog}: error: {e}')
     try:
         rest = fv([prog] + list(argv))
     except flags.Error as e:
@@ -60,22 +69,10 @@ def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], pr
     except (AttributeError, KeyError) as e:  # an override names a field the config lacks
         from dcinet_jax import config_fields
         sys.exit(f'{prog}: error: '
-                 f'{config_fields.renamed_override(argv) or _unknown_field(argv, e)}')
+                 f'{config_fields.renamed_override(argv) or cli_config.unknown_field(argv, e)}')
     if len(rest) > 1:
         sys.exit(f'{prog}: unexpected arguments {rest[1:]}')
     return fv
-
-
-def _unknown_field(argv: list[str], error: Exception) -> str:
-    """'--config.optim.learning_rat: no such config field (did you mean learning_rate?)'."""
-    import re
-    text = str(error).replace('\\n', '\n')
-    name = re.search(r"'\\?'?([\w.]+)\\?'?'", text)
-    hint = re.search(r'Did you mean "([\w.]+)"', text)
-    flag = next((a.split('=')[0] for a in argv if name and a.startswith('--config.')
-                 and f'.{name.group(1)}.' in a.split('=')[0] + '.'), '--config.<field>')
-    return (f'{flag}: no such config field'
-            + (f' (did you mean {hint.group(1)}?)' if hint else ''))
 
 
 def _help(fv: flags.FlagValues) -> str:
@@ -88,19 +85,11 @@ def _help(fv: flags.FlagValues) -> str:
 
 
 def _config_flag(fv, required=True, default=None):
-    from ml_collections import config_flags
-    config_flags.DEFINE_config_file(
-        'config', default, 'ml_collections config file (get_config()), e.g. configs/demo.py',
-        flag_values=fv, lock_config=True, sys_argv=list(_parsing_argv))
-    if required:
-        flags.mark_flag_as_required('config', flag_values=fv)
+    cli_config.define(fv, _parsing_argv, required=required, default=default)
 
 
 def _config(fv):
-    config = fv.config
-    if config is None:
-        sys.exit('--config FILE is required')
-    return config
+    return cli_config.loaded(fv)
 
 
 @command('demo-data', 'write a built-in demo dataset (FG-XMedia layout, VEGAS/AVE features, '
@@ -129,10 +118,14 @@ def demo_data(argv):
                           'fgxmedia: easy (separable classes, the two-command demo) or hard '
                           '(confusable sister classes for ablations; default 30 items per '
                           'class, no video; docs/ablation_demo.md)', flag_values=fv)
+        flags.DEFINE_bool('force', False, 'write into a folder that is not empty, '
+                          'replacing files of the same names', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
     if fv.difficulty != 'easy' and fv.format != 'fgxmedia':
         sys.exit(f'dcinet demo-data: --difficulty={fv.difficulty} exists for --format=fgxmedia '
                  f'only, not {fv.format}')
+    from input_pipeline import demo as demo_pkg
+    demo_pkg.check_target(fv.out, fv.force)
     if fv.format == 'fgxmedia' and fv.difficulty == 'hard':
         from input_pipeline.demo import fgxmedia_hard as demo_hard
         demo_hard.hard_demo_main(fv.out, fv.classes or 10, fv.per_class or 30, fv.seed)
@@ -379,7 +372,8 @@ def search(argv):
     from dcinet_jax.search import query as search_lib
     search_lib.search_main(_config(fv), fv.workdir, fv.query, top_k=fv.top_k,
                            modality=fv.modality, index=fv.index, step=fv.step,
-                           query_modality=fv.query_modality, as_json=fv.json)
+                           query_modality=fv.query_modality, as_json=fv.json,
+                           config_args=cli_config.config_args(argv))
 
 
 def _default_config_path() -> str | None:
@@ -407,6 +401,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f'dcinet: unknown command {argv[0]!r}\n\n{_usage()}')
     try:
         COMMANDS[argv[0]][1](argv[1:])
+    except (AttributeError, KeyError) as e:
+        # A field the method reads that the config lacks (another method's config).
+        line = cli_config.missing_field(e)
+        if line is None or os.environ.get('DCINET_TRACEBACK'):
+            raise
+        sys.exit(f'dcinet {argv[0]}: error: {line}\n(set DCINET_TRACEBACK=1 for the traceback)')
+    except atomic.NotWrittenError as e:
+        # The work is done: print what it computed, then where it could not be written.
+        print(e.text)
+        if os.environ.get('DCINET_TRACEBACK'):
+            raise
+        sys.exit(f'dcinet {argv[0]}: error: {e}')
     except (FileNotFoundError, ValueError, OSError) as e:
         # Bad input (missing data or checkpoint, bad config field, corrupt item) or a full
         # disk: one clear line naming what is wrong; the traceback on request.

@@ -14,6 +14,7 @@ import jax
 
 from dcinet_jax import evaluators, methods
 from dcinet_jax.evaluators import report
+from input_pipeline import atomic
 
 
 def evaluate_variables(config: Any, method: Any, model: Any, variables: Mapping, *,
@@ -29,9 +30,13 @@ def evaluate_variables(config: Any, method: Any, model: Any, variables: Mapping,
     results.setdefault('protocol', {})['seconds'] = {
         'outputs': round(t1 - t0, 2), 'scoring': round(time.time() - t1, 2)}
     if workdir is not None and jax.process_index() == 0:
-        report.save_results(results, workdir, step,
-                            markdown=evaluator.format_table(results, with_paper=True),
-                            variant=results_variant(results))
+        try:
+            report.save_results(results, workdir, step,
+                                markdown=evaluator.format_table(results, with_paper=True),
+                                variant=results_variant(results))
+        except OSError as e:   # the evaluation is done: hand its table to the caller
+            raise atomic.NotWrittenError(f'{workdir}/eval', e,
+                                         evaluator.format_table(results)) from e
     return results
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from dcinet_jax import checkpoints, evaluate, parallel
 from dcinet_jax.state import build_trainer
+from input_pipeline import atomic
 
 
 def restore_for_eval(config, workdir: str | Path, *, step: int | None = None,
@@ -59,6 +60,7 @@ def run(config, workdir: str | Path, *, step: int | None = None, best: bool = Fa
     """Evaluates `step` (default: latest, or the best by `config.eval.best_metric`) and
     writes the results under `workdir/eval/` (see restore_for_eval for what is read)."""
     workdir = Path(workdir).absolute()
+    atomic.check_writable_folder(workdir / 'eval', 'the evaluation results')
     trainer, variables, step = restore_for_eval(config, workdir, step=step, best=best)
     return evaluate.evaluate_variables(config, trainer.method, trainer.eval_model,
                                        variables, step=step, workdir=workdir)

@@ -26,11 +26,18 @@ class WorkdirBusyError(ValueError):
 
 
 class WorkdirLock:
-    """Context manager: holds the workdir's lock for the duration of a training run."""
+    """Context manager: holds the workdir's lock for the duration of a training run.
 
-    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
-        self.path = Path(workdir) / LOCK_FILE
+    `lock_file`, `user` and `flag` let other one-at-a-time users of a folder (a sweep
+    on its root: `sweep.lock`, 'sweep', '--root') share the mechanism and the message.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True,
+                 lock_file: str = LOCK_FILE, user: str = 'training run',
+                 flag: str = '--workdir'):
+        self.path = Path(workdir) / lock_file
         self.enabled = enabled
+        self.user, self.flag = user, flag
         self._fd: int | None = None
 
     def __enter__(self) -> 'WorkdirLock':
@@ -45,8 +52,8 @@ class WorkdirLock:
                 raise
             holder = _describe(_read(self.path))
             raise WorkdirBusyError(
-                f'{self.path.parent} is in use by another training run ({holder}); wait for '
-                'it to finish, stop it, or choose another --workdir') from None
+                f'{self.path.parent} is in use by another {self.user} ({holder}); wait for '
+                f'it to finish, stop it, or choose another {self.flag}') from None
         previous = _read(self.path)
         if previous:
             logging.warning('taking over a stale lock in %s: the run that held it (%s) '
@@ -65,6 +72,24 @@ class WorkdirLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+def holder_if_busy(workdir: str | os.PathLike, lock_file: str = LOCK_FILE) -> str | None:
+    """'pid P on host H, since T' when a live process holds the lock, else None (the
+    lock is only tested: taken and released at once, its file left as it was)."""
+    path = Path(workdir) / lock_file
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        return _describe(_read(path))
+    finally:
+        os.close(fd)   # closing releases a lock taken here
+    return None
 
 
 def _read(path: Path) -> dict:

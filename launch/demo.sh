@@ -10,7 +10,8 @@ if [ $# -gt 0 ]; then shift; fi   # the rest goes to `dcinet train`
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 start=$(date +%s)
 if [ ! -f "$out/raw/list/image/train.txt" ]; then
-  "${PYTHON:-python3}" -m dcinet_jax demo-data --out "$out/raw"
+  # --force: a run stopped while writing left a partial folder; finish it
+  "${PYTHON:-python3}" -m dcinet_jax demo-data --out "$out/raw" --force
 fi
 "${PYTHON:-python3}" -m dcinet_jax prepare --manual_dir "$out/raw" --data_dir "$out/prepared" \
   --config "$root/configs/demo.py"

@@ -160,3 +160,15 @@ def test_train_batches_are_deterministic_resumable_and_process_sliced(small_file
     assert halves[0]['visual'].shape == (4, 64)
     with pytest.raises(ValueError, match='fewer than one batch'):
         av.steps_per_epoch(5, 8)
+
+
+@pytest.mark.parametrize('key', ['visual_train', 'lab_test'])
+def test_a_group_where_a_dataset_belongs_is_one_line(tmp_path, key):
+    """Issue 22.5: a group in place of `visual_train` was a 38-line TypeError traceback."""
+    path = _write(tmp_path / 'f.h5', **{key: None})
+    with h5py.File(path, 'a') as f:
+        f.create_group(key).create_dataset('x', data=np.ones((6, 4)))
+    with pytest.raises(av.AVDataError, match=rf'f.h5:{key}: expected a dataset \(an array\), '
+                       'found group') as e:
+        av.read_file(path, num_classes=3)
+    assert '\n' not in str(e.value)

@@ -174,3 +174,42 @@ def test_ogg_serial_pinning_keeps_the_file_valid():
     np.testing.assert_array_equal(ya, yc)
     assert np.abs(ya - y[:len(ya)]).max() < 0.05
     assert len(ya) == len(y)   # no page dropped: libogg skips pages whose CRC is wrong
+
+
+@pytest.mark.parametrize('fmt,existing', [
+    ('vegas', ['vegas_feature_norm.h5']),
+    ('precomp', ['train_ims.npy', 'train_caps.txt', 'vocab.json']),
+    ('fgxmedia', ['list/image/train.txt', 'list/text/testlabel.txt']),
+])
+def test_demo_data_refuses_a_folder_holding_data(tmp_path, fmt, existing):
+    """Issue 22.3: `dcinet demo-data` replaced real data files of the same names, rc 0."""
+    from dcinet_jax import cli
+    out = tmp_path / 'real'
+    for rel in existing:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(b'real data ' + rel.encode())
+    with pytest.raises(SystemExit, match=r'dcinet demo-data: error: --out .*real: folder is '
+                       r'not empty .*pass --force') as e:
+        cli.main(['demo-data', '--out', str(out), '--format', fmt, '--classes', '2',
+                  '--per_class', '2'])
+    assert '\n' in str(e.value.code) and len(str(e.value.code).splitlines()) == 2
+    for rel in existing:   # untouched, and nothing added
+        assert (out / rel).read_bytes() == b'real data ' + rel.encode()
+    assert sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()) == \
+        sorted(existing)
+
+
+def test_demo_data_force_and_empty_folder(tmp_path):
+    from dcinet_jax import cli
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    cli.main(['demo-data', '--out', str(empty), '--format', 'vegas', '--per_class', '4'])
+    assert (empty / 'vegas_feature_norm.h5').stat().st_size > 0
+    (empty / 'vegas_feature_norm.h5').write_bytes(b'old')
+    cli.main(['demo-data', '--out', str(empty), '--format', 'vegas', '--per_class', '4',
+              '--force'])
+    assert (empty / 'vegas_feature_norm.h5').read_bytes() != b'old'
+    afile = tmp_path / 'file'
+    afile.write_text('x')
+    with pytest.raises(SystemExit, match='exists and is not a folder'):
+        cli.main(['demo-data', '--out', str(afile), '--format', 'vegas'])

@@ -327,3 +327,34 @@ def test_demo_is_learnable_per_image(demo_dir, train_data):
     rsum = sum(_recalls(a @ (t / np.linalg.norm(t, axis=1, keepdims=True)).T, ci))
     chance = precomp_demo.chance_rsum(20)
     assert rsum > chance + 0.5 * (600 - chance)            # past halfway from chance to perfect
+
+
+def test_captions_without_a_vocabulary_word_are_warned_about(tmp_path, caplog):
+    """Issue 22 weak spot: test captions that were all empty or unknown words gave rsum 20
+    (every score tied) without a word said."""
+    import logging as logging_
+    from input_pipeline.precomp import captions as caps
+    from input_pipeline.precomp import reader as precomp_reader
+    vocab = caps.Vocab.build(['a bird sings'] * 5, min_count=1)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / 'test_ims.npy', rng.normal(size=(2, 3, 4)).astype(np.float32))
+    lines = {'unknown': ['zzz qqq'] * 10, 'empty': [''] * 10,
+             'some': ['a bird'] * 4 + ['zzz'] * 6, 'fine': ['a bird sings'] * 10}
+    for kind, caption_lines in lines.items():
+        (tmp_path / 'test_caps.txt').write_text('\n'.join(caption_lines) + '\n')
+        split = precomp_reader.open_split(tmp_path, 'test')
+        caplog.clear()
+        with caplog.at_level(logging_.WARNING):
+            arrays = precomp_reader.eval_arrays(split, vocab)
+        share = float((~(arrays.tokens > caps.UNK).any(axis=1)).mean())   # the loop below
+        blank = [all(t in (caps.PAD, caps.START, caps.END, caps.UNK) for t in row)
+                 for row in arrays.tokens.tolist()]
+        assert share == sum(blank) / len(blank)
+        text = caplog.text
+        if kind in ('unknown', 'empty'):
+            assert f'{tmp_path}/test_caps.txt: none of the 10 evaluated captions has a word ' \
+                   'of the vocabulary' in text, text
+        elif kind == 'some':
+            assert 'test_caps.txt: 6 of 10 evaluated captions (60%) have no word' in text
+        else:
+            assert text == ''

@@ -263,3 +263,43 @@ def test_errors_pickle_with_list_line():
     assert str(pickle.loads(pickle.dumps(e))) == str(e)
     same = ListFormatError('l.txt', 'bad', line=2)
     assert with_list_line(same, 'l.txt', 2) is same
+
+
+@pytest.mark.parametrize('force', [False, True])
+def test_a_failed_rebuild_keeps_the_previous_prepared_data(raw, test_config, tmp_path,
+                                                           capsys, force):
+    """Issue 22 weak spot: a rebuild that stopped on a bad item had already deleted the
+    previous good variant. It is built beside it now and replaces it only on success."""
+    out = tmp_path / 'out'
+    _prepare(raw, out, test_config.data)
+    pdir = prepare.prepared_dir(out, test_config.data)
+    before = _stored_images(out, test_config.data)
+    files = sorted(str(p.relative_to(pdir)) for p in pdir.rglob('*'))
+    good = (raw / _first_path(raw, 'image')).read_bytes()
+    bad = raw / 'image' / 'bad' / 'corrupt.jpg'
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
+    _append(raw, 'image', 'image/bad/corrupt.jpg 1')      # sources changed: a rebuild
+    capsys.readouterr()
+    with pytest.raises(DecodeError):
+        _prepare(raw, out, test_config.data, force=force)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f'the rebuild failed; the previous prepared data at {pdir} is kept')
+    assert sorted(str(p.relative_to(pdir)) for p in pdir.rglob('*')) == files
+    assert _stored_images(out, test_config.data) == before
+    assert sorted(p.name for p in pdir.parent.iterdir()) == [pdir.name]   # nothing aside
+    bad.write_bytes(good)                                 # fixed: the rebuild goes through
+    assert _prepare(raw, out, test_config.data)['image'] == {'train': 4}
+    assert sorted(p.name for p in pdir.parent.iterdir()) == [pdir.name]
+
+
+def test_a_rebuild_killed_midway_is_recovered_on_the_next_run(raw, test_config, tmp_path):
+    out = tmp_path / 'out'
+    _prepare(raw, out, test_config.data)
+    pdir = prepare.prepared_dir(out, test_config.data)
+    before = _stored_images(out, test_config.data)
+    pdir.rename(prepare._aside(pdir))                    # as a kill after the move aside
+    (pdir / 'partial').mkdir(parents=True)
+    assert _prepare(raw, out, test_config.data)['image'] == {'train': 3}   # reused as is
+    assert _stored_images(out, test_config.data) == before
+    assert sorted(p.name for p in pdir.parent.iterdir()) == [pdir.name]

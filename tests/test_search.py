@@ -216,3 +216,31 @@ def test_folder_index_by_layout(config, workdir, demo_raw_dir, tmp_path):
     top = json.loads(out)['queries'][0]['results'][0]
     assert top['path'] == str(image) and top['label'] == image_label
     assert top['score'] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_stale_index_names_the_field_and_the_rebuild_keeps_the_overrides(
+        config, workdir, demo_raw_dir):
+    """Issue 22: an index built with another eval.feature was refused without naming the
+    field, and the suggested rebuild command dropped the --config overrides."""
+    import shlex
+    from dcinet_jax.search import gallery
+    from input_pipeline.fgxmedia import lists
+    query = lists.resolve_path(demo_raw_dir, lists.read_list(demo_raw_dir, 'text', 'test')[0])
+    err, _ = _cli('index', '--workdir', str(workdir), '--step', '1', '--name', 'feat',
+                  *_overrides(config))
+    assert err is None, err
+    now = [f'--config.data_dir={config.data_dir}', '--config.eval.feature=softmax']
+    err, _ = _cli('search', '--workdir', str(workdir), '--query', str(query), '--index',
+                  'feat', *now)
+    line = err.splitlines()[0]
+    assert "the config fields that shape features differ (config.eval.feature: 'pooled' in " \
+           "the index, 'softmax' now)" in line, line
+    rebuild = line.split('rebuild it: ')[1]
+    assert shlex.split(rebuild) == ['dcinet', 'index', '--config', TEST_CONFIG, *now,
+                                    '--workdir', str(workdir), '--split', 'test', '--name',
+                                    'feat', '--step', '1']
+    g = gallery.Gallery.load(Path(workdir) / 'index' / 'feat')
+    c = config.copy_and_resolve_references()
+    c.model.num_filters = 3
+    assert gallery.changed_fields(g.config_record, gallery.fingerprint_fields(c)) == {
+        'model.num_filters': (config.model.num_filters, 3)}

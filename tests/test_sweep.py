@@ -7,6 +7,7 @@ by a failing run and resumes without rerunning the finished one.
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -203,7 +204,7 @@ def test_real_sweep_reports_a_failed_run_and_resumes_without_rerunning(config_fi
     root = tmp_path / 'root'
     busy = root / 'a' / 'seed1'
     busy.mkdir(parents=True)
-    holder = open(busy / 'train.lock', 'w')  # a live run holds seed 1: its train fails
+    holder = open(busy / 'train.lock', 'w')  # a live run holds seed 1: it is not started
     fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
     holder.write(json.dumps({'pid': os.getpid(), 'host': 'test'}))
     holder.flush()
@@ -211,12 +212,16 @@ def test_real_sweep_reports_a_failed_run_and_resumes_without_rerunning(config_fi
             '--config.batch=4']
     first = _sweep(*args)
     holder.close()
-    assert first.returncode == 1, first.stdout + first.stderr
-    assert 'a seed 1: failed (exit 1)' in first.stdout
+    # Unfinished, not failed (exit 75: rerun later), and the live run named as the reason.
+    assert first.returncode == 75, first.stdout + first.stderr
+    assert 'a seed 1: interrupted (exit 75)' in first.stdout
     agg = json.loads((root / 'sweep_results.json').read_text())
     a = agg['variants']['a']
     assert a['n'] == 1 and a['metrics']['accuracy']['std'] is None
-    assert a['left_out'][0]['seed'] == 1 and 'in use by another training run' in a['left_out'][0]['last_line']
+    assert a['left_out'][0]['seed'] == 1
+    assert a['left_out'][0]['last_line'].startswith(
+        f'a training of this run is still going (pid {os.getpid()} on host test')
+    assert not (busy / 'run.log').exists()            # no train started beside it
     status0 = json.loads((root / 'a' / 'seed0' / 'sweep_status.json').read_text())
     assert status0['status'] == 'finished' and status0['step'] == 4
     mtime0 = (root / 'a' / 'seed0' / 'eval' / 'results.json').stat().st_mtime_ns
@@ -227,7 +232,7 @@ def test_real_sweep_reports_a_failed_run_and_resumes_without_rerunning(config_fi
     assert (root / 'a' / 'seed0' / 'run.log').read_text().count('=== dcinet train') == 1
     assert (root / 'a' / 'seed0' / 'eval' / 'results.json').stat().st_mtime_ns == mtime0
     status1 = json.loads((root / 'a' / 'seed1' / 'sweep_status.json').read_text())
-    assert status1['status'] == 'finished' and status1['attempt'] == 2
+    assert status1['status'] == 'finished' and status1['attempt'] == 1
     accs = [json.loads((root / 'a' / f'seed{s}' / 'eval' / 'results.json').read_text())
             ['accuracy'] for s in (0, 1)]
     got = json.loads((root / 'sweep_results.json').read_text())['variants']['a']
@@ -312,3 +317,51 @@ def test_missing_final_results_are_evaluated_and_still_missing_is_a_failure(tmp_
     status = run_lib.run_one(tmp_path / 'other', entry, children)
     assert status['status'] == 'failed' and status['exit_code'] == 1
     assert status['last_line'] == 'no results for the final step 6 after train and eval'
+
+
+def test_empty_seeds_and_variants_of_a_config_without_argument_are_one_line(tmp_path):
+    """Issue 22: `--seeds ''` ran seed 0; `--variants` on a get_config() without an
+    argument was a Python TypeError."""
+    plain = tmp_path / 'plain.py'
+    plain.write_text('import tiny_method\ndef get_config():\n    return tiny_method.get_config(4)\n')
+    with pytest.raises(SweepError, match=r'^--seeds: give at least one seed'):
+        sweep_main(root=str(tmp_path / 'r0'), config=str(plain), seeds='')
+    with pytest.raises(SweepError, match=r"^--config .*plain.py:a: .*plain.py's get_config\(\) "
+                       r'takes no argument; drop ":a" \(each of --variants is such an '
+                       r'argument\)$'):
+        sweep_main(root=str(tmp_path / 'r1'), config=str(plain), variants='a,b')
+    assert not (tmp_path / 'r0').exists() and not (tmp_path / 'r1').exists()
+    done = _sweep('--config', str(plain), '--variants', 'a', '--root', str(tmp_path / 'r2'))
+    assert done.returncode == 1 and 'Traceback' not in done.stderr
+    assert done.stderr.startswith('dcinet sweep: error: --config '), done.stderr
+
+
+def test_a_live_training_left_by_a_killed_sweep_is_named_not_misread(tmp_path):
+    """Issue 22: after `kill -9` of a sweep and an immediate rerun, the orphan training's
+    loss lines were reported as the failure reason of the new attempt."""
+    from dcinet_jax.workdir_lock import WorkdirLock
+    entry = plan_lib.make_plan(str(REPO / 'configs' / 'demo.py'), [], [0], [])['runs'][0]
+    workdir = tmp_path / entry['workdir']
+    workdir.mkdir(parents=True)
+    children = _ScriptedChildren()
+    with WorkdirLock(workdir):                       # the orphan, still training
+        status = run_lib.run_one(tmp_path, entry, children)
+    assert children.calls == []                      # nothing started beside it
+    assert status['status'] == 'interrupted' and status['exit_code'] == 75
+    assert re.match(rf'a training of this run is still going \(pid {os.getpid()} on host '
+                    r'\S+, since .*\), probably left by an earlier sweep; wait for it or '
+                    r'stop it, then rerun the sweep$', status['last_line']), status
+    status = run_lib.run_one(tmp_path, entry, children)   # the orphan ended: it runs
+    assert children.calls == ['train', 'eval --step=6'] and status['status'] == 'finished'
+
+
+def test_two_sweeps_on_one_root_are_refused(config_file, tmp_path):
+    from dcinet_jax.workdir_lock import WorkdirBusyError, WorkdirLock
+    root = tmp_path / 'root'
+    root.mkdir()
+    with WorkdirLock(root, lock_file='sweep.lock', user='sweep', flag='--root'):
+        with pytest.raises(WorkdirBusyError, match=rf'^{root} is in use by another sweep '
+                           r'\(pid \d+ .*\); wait for it to finish, stop it, or choose '
+                           r'another --root$'):
+            sweep_main(root=str(root), config=f'{config_file}:a', seeds='0')
+    assert not (root / plan_lib.PLAN_FILE).exists()

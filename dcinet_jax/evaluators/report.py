@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from input_pipeline.atomic import atomic_write_text
 
 __all__ = ['FGCROSSNET_PAPER', 'PAPER_REFERENCE', 'atomic_write_text', 'fgcrossnet_table',
            'format_table', 'paper_reference_table', 'save_results', 'tables']
@@ -121,26 +122,6 @@ def paper_reference_table() -> str:
     return ('Numbers reported in the papers, on the real PKU FG-XMedia dataset.\n\n'
             + _tables(list(PAPER_REFERENCE.items()), list(_PAPER_TASKS['bimodal']),
                       list(_PAPER_TASKS['multimodal'])))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temporary file in the same folder and a rename.
-
-    A reader sees either the old file or the whole new one, never a partial write.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_results(results: Mapping, workdir: str | os.PathLike, step: int, *,

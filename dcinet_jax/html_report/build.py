@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from dcinet_jax.html_report import analysis, page, plots, thumbnails
+from input_pipeline import atomic
 
 __all__ = ['CONFUSION_CLASSES', 'build_report', 'find_results', 'write_report']
 
@@ -45,6 +46,8 @@ def build_report(config: Any, workdir: str | Path, *, out: str | Path | None = N
                          'evaluator; the report covers FG-XMedia retrieval (methods dcinet, '
                          'fgcrossnet)')
     workdir = Path(workdir)
+    out = Path(out) if out is not None else workdir / 'report'
+    atomic.check_writable_folder(out, 'the report')   # before minutes of work
     gallery = gallery_lib.compute_gallery(config, workdir, step=step)
     features = {m: (p.features, p.labels) for m, p in gallery.modalities.items()}
     results, source = find_results(workdir, gallery.step)
@@ -54,15 +57,21 @@ def build_report(config: Any, workdir: str | Path, *, out: str | Path | None = N
         source = ('No results file for this step in the workdir: scored here by the '
                   'FG-XMedia evaluator with config.eval.')
     from input_pipeline.fgxmedia import items
-    return write_report(
-        Path(out) if out is not None else workdir / 'report', features=features,
-        ids={m: p.ids for m, p in gallery.modalities.items()},
-        read_items=lambda m: items.read_items(config, 'test', m),
-        class_names=items.class_names(config), num_classes=int(config.data.num_classes),
-        results=results, results_source=source, step=gallery.step,
-        exclude_self=bool(config.eval.exclude_self), top_k=top_k, num_queries=num_queries,
-        facts=[('method', config.method), ('workdir', str(workdir)),
-               ('data', str(config.data_dir)), ('feature', config.eval.get('feature'))])
+    try:
+        return write_report(
+            out, features=features,
+            ids={m: p.ids for m, p in gallery.modalities.items()},
+            read_items=lambda m: items.read_items(config, 'test', m),
+            class_names=items.class_names(config), num_classes=int(config.data.num_classes),
+            results=results, results_source=source, step=gallery.step,
+            exclude_self=bool(config.eval.exclude_self), top_k=top_k,
+            num_queries=num_queries,
+            facts=[('method', config.method), ('workdir', str(workdir)),
+                   ('data', str(config.data_dir)), ('feature', config.eval.get('feature'))])
+    except OSError as e:   # a write under `out` failed (not a read of the data)
+        if not e.filename or not Path(e.filename).absolute().is_relative_to(out.absolute()):
+            raise
+        raise atomic.NotWrittenError(out, e, _results_markdown(results)) from e
 
 
 def find_results(workdir: Path, step: int) -> tuple[dict | None, str]:

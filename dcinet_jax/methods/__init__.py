@@ -54,6 +54,9 @@ before any data is read or the workdir is created (eval, bench and profile do no
 `validate_data(config) -> None`: checks every split the run will read (shapes, counts,
 dtypes, labels) and raises one line naming the file and field; the loop calls it
 before the first step, so a bad test split stops the run before any training.
+`validate_config(config) -> None`: raises ValueError naming the field for a value the
+method cannot train or evaluate with; `from_config` calls it after the generic checks of
+`validate_config` here.
 """
 
 from __future__ import annotations
@@ -102,9 +105,33 @@ def get(name: str) -> Any:
 
 def from_config(config: Any) -> Any:
     """The method of `config`, after refusing fields that were renamed (one line that
-    names the new field, before anything is built)."""
+    names the new field, before anything is built) and values no run can use
+    (`validate_config`)."""
     config_fields.check_renamed(config)
-    return get(str(config.get('method', 'dcinet')))
+    method = get(str(config.get('method', 'dcinet')))
+    validate_config(method, config)
+    return method
+
+
+def validate_config(method: Any, config: Any) -> None:
+    """One-line ValueErrors, at start-up, for values the generic loop reads that no run
+    can use, then the method's own optional `validate_config(config)`.
+
+    Without these a negative learning rate trained (gradient ascent) and `num_epochs=0`
+    evaluated the untrained model, both with exit code 0.
+    """
+    optim = config.get('optim', None)
+    lr = optim.get('learning_rate', None) if optim is not None else None
+    if isinstance(lr, (int, float)) and not lr > 0:
+        raise ValueError(f'config.optim.learning_rate={lr}: must be > 0 (a negative rate '
+                         'climbs the loss, zero never moves)')
+    steps, epochs = config.get('num_train_steps', None), config.get('num_epochs', None)
+    if isinstance(epochs, (int, float)) and epochs <= 0 and (steps is None or steps <= 0):
+        raise ValueError(f'config.num_epochs={epochs} and config.num_train_steps={steps}: '
+                         'nothing to train; set num_epochs >= 1 (or num_train_steps >= 1)')
+    hook = getattr(method, 'validate_config', None)
+    if hook is not None:
+        hook(config)
 
 
 def check_contract(method: Any, name: str) -> None:

@@ -70,6 +70,26 @@ def loss_fn(params, variables, batch, rng, *, model, config, step, axis_name=Non
     return loss, (collections, dict(terms, loss=loss, accuracy=accuracy))
 
 
+def validate_config(config: Any, default_evaluator: str | None = None) -> None:
+    """Classes and modalities the model and the evaluator can use: the FG-XMedia mAP
+    evaluator scores pairs of modalities (one alone trained, then failed at
+    evaluation); FGCrossNet's image-only stage 0 uses the classification evaluator."""
+    if int(config.data.num_classes) < 1:
+        raise ValueError(f'config.data.num_classes={config.data.num_classes}: must be >= 1')
+    modalities = tuple(config.data.modalities)
+    unknown = [m for m in modalities if m not in data_spec.MODALITIES]
+    evaluator = str(config.eval.get('metrics', '') or default_evaluator or DEFAULT_EVALUATOR)
+    if unknown or len(set(modalities)) != len(modalities) or not modalities or (
+            len(modalities) < 2 and evaluator == 'fgxmedia'):
+        cross = evaluator == 'fgxmedia'
+        raise ValueError(f'config.data.modalities={modalities}: expected '
+                         f'{"two or more" if cross else "one or more"} distinct of '
+                         f'{data_spec.MODALITIES}, as a tuple'
+                         + (' (the fgxmedia evaluator scores retrieval between modalities)'
+                            if cross else '')
+                         + ': --config.data.modalities="(\'image\',\'text\')"')
+
+
 def batch_rule(config: Any, num_devices: int) -> None:
     """Equal slices of every modality per device and process, and an even per-device
     batch: CMSI pairs sample i with sample B-1-i of the same device."""

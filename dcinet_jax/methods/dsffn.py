@@ -38,6 +38,14 @@ DEFAULT_EVALUATOR = 'audiovisual'
 PAIRINGS = ('aligned', 'shuffled', 'self')
 
 
+def validate_config(config: Any) -> None:
+    """Labels are checked against `data.num_classes` (0..num_classes-1): zero classes
+    made every label 'out of range (expected >= 0)'."""
+    if int(config.data.num_classes) < 1:
+        raise ValueError(f'config.data.num_classes={config.data.num_classes}: must be >= 1 '
+                         '(the number of classes in the feature file)')
+
+
 def build_model(config: Any, *, axis_name: str | None = None) -> dsffn_model.DSFFN:
     bn_axis = axis_name if config.model.get('bn_sync', True) else None
     return dsffn_model.build(config, visual_dim=int(config.data.visual_dim),

@@ -78,6 +78,11 @@ def init_variables(model: FGCrossNet, rng: jax.Array, config: Any) -> dict:
     return {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
 
 
+def validate_config(config: Any) -> None:
+    """DCINet's checks of classes and modalities, which FGCrossNet shares."""
+    dcinet_method.validate_config(config, DEFAULT_EVALUATOR)
+
+
 def _check_loss_config(config: Any) -> None:
     lc = config.loss
     if lc.centre_mode not in CENTRE_MODES:

@@ -109,9 +109,11 @@ class Gallery:
         return cls(int(record['step']), record['config'], parts, record.get('meta', {}))
 
     def check_source(self, *, step: int, fingerprint: str, weights: str,
-                     what: str = 'this gallery', hint: str = '') -> None:
+                     what: str = 'this gallery', hint: str = '',
+                     fields: Mapping | None = None) -> None:
         """ValueError (one line) unless the gallery came from this step, config
-        fingerprint and weights digest."""
+        fingerprint and weights digest. `fields` (the current `fingerprint_fields`)
+        lets a config difference name each field, saved and current value."""
         problems = []
         if int(step) != int(self.step):
             problems.append(f'it was built from step {self.step}, the checkpoint used is '
@@ -120,8 +122,11 @@ class Gallery:
             problems.append(f'its step-{self.step} weights differ from the checkpoint\'s '
                             '(retrained in this workdir?)')
         if self.meta.get('fingerprint') != fingerprint:
-            problems.append('the config fields that shape features differ '
-                            f'({_fingerprint_diff(self.config_record, fingerprint)})')
+            changed = changed_fields(self.config_record, fields) if fields is not None else {}
+            problems.append('the config fields that shape features differ ('
+                            + ('; '.join(f'config.{k}: {old!r} in the index, {new!r} now'
+                                         for k, (old, new) in changed.items()) if changed
+                               else _fingerprint_diff(self.config_record, fingerprint)) + ')')
         if problems:
             raise ValueError(f'{what} does not match the checkpoint: ' + '; '.join(problems)
                              + (f'; {hint}' if hint else ''))
@@ -161,6 +166,20 @@ def config_fingerprint(config_or_record: Any) -> str:
     text = json.dumps(fingerprint_fields(config_or_record), sort_keys=True,
                       default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changed_fields(saved_record: Mapping, fields: Mapping) -> dict[str, tuple]:
+    """{field: (saved, current)} of the feature-shaping fields that differ, sections
+    (`model`) down to their own fields."""
+    def flat(tree: Mapping, prefix: str = '') -> dict:
+        out = {}
+        for k, v in tree.items():
+            out.update(flat(v, f'{prefix}{k}.') if isinstance(v, Mapping)
+                       else {f'{prefix}{k}': v})
+        return out
+    saved, now = flat(fingerprint_fields(saved_record)), flat(fields)
+    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now), key=list(
+        dict.fromkeys([*now, *saved])).index) if saved.get(k) != now.get(k)}
 
 
 def _fingerprint_diff(saved_record: Mapping, fingerprint: str) -> str:

@@ -16,6 +16,7 @@ default one (the prepared test split) is built on first use, said on stderr.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,9 +56,11 @@ def _item_path(g: gallery_lib.Gallery, item_id: str) -> str:
     return item_id
 
 
-def load_index(config: Any, workdir: str, name: str, restored) -> gallery_lib.Gallery:
+def load_index(config: Any, workdir: str, name: str, restored,
+               config_args: Sequence[str] = ()) -> gallery_lib.Gallery:
     """The index `name`, built first when it is the default and missing; checked
-    against the restored checkpoint."""
+    against the restored checkpoint. `config_args` (`--config FILE --config.x=y ...` as
+    given to the command) make the suggested rebuild command one that matches."""
     path = search_index.index_path(workdir, name)
     _, variables, step = restored
     if not (path / gallery_lib.META_FILE).is_file():
@@ -71,16 +74,22 @@ def load_index(config: Any, workdir: str, name: str, restored) -> gallery_lib.Ga
     source = g.meta.get('source', {})
     how = (f'--folder {source["folder"]}' if 'folder' in source
            else f'--split {source.get("split", name)}')
+    fields = gallery_lib.fingerprint_fields(config)
+    args = shlex.join(config_args) if config_args else '--config FILE' + ''.join(
+        f' --config.{k}={v}' for k, (_, v) in gallery_lib.changed_fields(
+            g.config_record, fields).items())
     g.check_source(step=step, fingerprint=gallery_lib.config_fingerprint(config),
                    weights=gallery_lib.weights_digest(variables), what=f'index {name!r}',
-                   hint=f'rebuild it: dcinet index --config FILE --workdir {workdir} {how}'
-                        f' --name {name} (--step {step})')
+                   fields=fields,
+                   hint=f'rebuild it: dcinet index {args} --workdir {workdir} {how}'
+                        f' --name {name} --step {step}')
     return g
 
 
 def search(config: Any, workdir: str, queries: Sequence[str], *, top_k: int = 10,
            modality: str = ALL, index: str = search_index.DEFAULT_SPLIT,
-           step: int | None = None, query_modality: str | None = None) -> dict:
+           step: int | None = None, query_modality: str | None = None,
+           config_args: Sequence[str] = ()) -> dict:
     """Ranked results of every query: {'index', 'step', 'queries': [{'query',
     'modality', 'results': [{'rank', 'score', 'label', 'class', 'modality', 'id',
     'path'}]}]}."""
@@ -97,7 +106,7 @@ def search(config: Any, workdir: str, queries: Sequence[str], *, top_k: int = 10
         if query_modality is None:
             raw_query.modality_of(q)
     restored = search_index.restore(config, workdir, step)
-    g = load_index(config, workdir, index, restored)
+    g = load_index(config, workdir, index, restored, config_args)
     if modality != ALL and modality not in g.modalities:
         raise ValueError(f'--modality {modality}: index {index!r} holds '
                          f'{", ".join(g.modalities)} (or use all)')
@@ -141,9 +150,9 @@ def format_results(found: dict) -> str:
 
 def search_main(config: Any, workdir: str, queries: Sequence[str], *, top_k: int,
                 modality: str, index: str, step: int | None, query_modality: str | None,
-                as_json: bool) -> dict:
+                as_json: bool, config_args: Sequence[str] = ()) -> dict:
     """`dcinet search`: print the table (or JSON) of `search`."""
     found = search(config, workdir, queries, top_k=top_k, modality=modality, index=index,
-                   step=step, query_modality=query_modality)
+                   step=step, query_modality=query_modality, config_args=config_args)
     print(json.dumps(found, indent=1) if as_json else format_results(found))
     return found

@@ -21,13 +21,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from dcinet_jax import exit_codes
+from dcinet_jax import cli_config, exit_codes
 from dcinet_jax.sweep import aggregate, plan as plan_lib, run as run_lib
 from dcinet_jax.sweep.plan import SweepError
+from dcinet_jax.workdir_lock import WorkdirLock
 
 __all__ = ['SweepError', 'sweep_main']
 
 LAUNCHERS = ('sequential', 'local_gpus', 'slurm')
+ROOT_LOCK = 'sweep.lock'   # held by the sweep that plans and runs a root
 ARRAY_SCRIPT = Path(__file__).resolve().parents[2] / 'launch' / 'sweep_array.sbatch'
 
 
@@ -58,6 +60,11 @@ def _check_configs(plan: dict) -> str | None:
 
     first = None
     for spec in dict.fromkeys(r['config'] for r in plan['runs']):
+        try:   # parsed, not run: missing, syntax error, no get_config, no ARG taken
+            cli_config.check_file(spec)
+        except ValueError as e:
+            raise SweepError(str(e) + (' (each of --variants is such an argument)'
+                                       if 'takes no argument' in str(e) else '')) from None
         try:  # the config file alone, then with the overrides
             load(spec, [])
         except Exception as e:  # noqa: BLE001 - any error of the user's config file
@@ -140,19 +147,44 @@ def sweep_main(*, root: str, config: str | None = None, variants: str | None = N
         plan = plan_lib.read_plan(root)
     else:
         plan = plan_lib.make_plan(config, plan_lib.parse_list(variants, 'variants'),
-                                  plan_lib.parse_seeds(seeds or '0'), list(overrides))
+                                  plan_lib.parse_seeds('0' if seeds is None else seeds),
+                                  list(overrides))
         plan['evaluator'] = _check_configs(plan)
         root.mkdir(parents=True, exist_ok=True)
-        plan_lib.write_plan(root, plan)
-    if report_only:
+    if report_only or task is not None:   # read-only, or one task of a SLURM array
+        if config is not None:
+            with _root_lock(root):
+                plan_lib.write_plan(root, plan)
+        return _report_or_task(root, plan, task)
+    with _root_lock(root):
+        if config is not None:
+            plan_lib.write_plan(root, plan)
+        return _launch(root, plan, launcher)
+
+
+def _root_lock(root: Path) -> WorkdirLock:
+    """One sweep at a time on a root (two would run the same runs side by side); SLURM
+    array tasks and --report-only do not take it."""
+    return WorkdirLock(root, lock_file=ROOT_LOCK, user='sweep', flag='--root')
+
+
+def _report_or_task(root: Path, plan: dict, task: int | None) -> int:
+    if task is None:
         return _summary(root, _report(root, plan))
-    if task is not None:  # one SLURM array task
-        with run_lib.Children() as children:
-            status = _run_entry(root, plan_lib.array_entry(plan, task), children)
-        _report(root, plan)
-        return {run_lib.FINISHED: exit_codes.OK,
-                run_lib.INTERRUPTED: exit_codes.INTERRUPTED}.get(status['status'],
-                                                                 exit_codes.ERROR)
+    return _run_task(root, plan, task)
+
+
+def _run_task(root: Path, plan: dict, task: int) -> int:
+    """One SLURM array task: plan entry `task`."""
+    with run_lib.Children() as children:
+        status = _run_entry(root, plan_lib.array_entry(plan, task), children)
+    _report(root, plan)
+    return {run_lib.FINISHED: exit_codes.OK,
+            run_lib.INTERRUPTED: exit_codes.INTERRUPTED}.get(status['status'], exit_codes.ERROR)
+
+
+def _launch(root: Path, plan: dict, launcher: str) -> int:
+    """Runs what is not finished with `launcher`, then aggregates."""
     runs = plan['runs']
     nv, ns = len(plan['variants']), len(plan['seeds'])
     _print(f'{len(runs)} runs ({nv} variant{"s" * (nv != 1)} x {ns} seed{"s" * (ns != 1)}) '

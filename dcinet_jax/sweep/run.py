@@ -27,6 +27,7 @@ from typing import Callable
 from dcinet_jax import exit_codes
 from dcinet_jax.evaluators.report import atomic_write_text
 from dcinet_jax.sweep.plan import eval_argv, train_argv
+from dcinet_jax.workdir_lock import holder_if_busy
 
 STATUS_FILE = 'sweep_status.json'
 LOG_FILE = 'run.log'
@@ -140,6 +141,16 @@ def run_one(root: Path, entry: dict, children: Children, *, env: dict | None = N
     common = dict(variant=entry['variant'], seed=entry['seed'], log=LOG_FILE,
                   host=socket.gethostname(), attempt=previous.get('attempt', 0) + 1,
                   started=time.strftime('%Y-%m-%dT%H:%M:%S'))
+    holder = holder_if_busy(workdir)
+    if holder is not None:
+        # A training of this run is still alive (left by a sweep killed with -9): starting
+        # another would fail on the workdir lock, and the live one's log lines would be
+        # read as that failure's reason. Say so; the next sweep continues the run.
+        return _write_status(
+            workdir, status=INTERRUPTED, exit_code=exit_codes.INTERRUPTED, step=None,
+            seconds=0.0, last_line=f'a training of this run is still going ({holder}), '
+            'probably left by an earlier sweep; wait for it or stop it, then rerun the sweep',
+            **dict(common, attempt=previous.get('attempt', 0)))
     _write_status(workdir, status=RUNNING, pid=os.getpid(), **common)
     env = dict(os.environ if env is None else env)
     t0 = time.time()

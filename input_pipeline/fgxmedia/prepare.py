@@ -14,7 +14,9 @@ stop a skip-mode run.
 
 Re-running on a prepared variant only reads its metadata and the sizes and mtimes of
 the source files: a variant whose sources or settings changed is rebuilt (see
-`fingerprint.py`), and `force=True` (`--force`) rebuilds it anyway.
+`fingerprint.py`), and `force=True` (`--force`) rebuilds it anyway. A rebuild is made
+beside the previous variant, which is replaced only when the new one is complete: a
+rebuild that stops on a bad item keeps the previous good data.
 
 The per-item encoding lives in `encode.py`; TensorFlow and TFDS are imported only
 when a variant is built or read.
@@ -54,7 +56,8 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_con
     anything. When its record differs (a source file changed, was added or removed,
     another manual dir, another on_error, num_classes or text_errors), or `force`,
     one warning line says why and the variant directory (only it; never a source
-    file) is replaced by a fresh build.
+    file) is replaced by a fresh build. The previous variant is moved aside first and
+    removed only once the new build is complete: a failed rebuild puts it back.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f'on_error must be one of {ON_ERROR}, got {on_error!r}')
@@ -70,6 +73,8 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_con
     from input_pipeline.fgxmedia import builder as fg_xmedia
 
     out_dir = prepared_dir(data_dir, data_config)
+    aside = _aside(out_dir)
+    _recover(out_dir, aside)
     settings = {'manual_dir': str(manual_dir.resolve()), 'on_error': on_error,
                 'num_classes': int(data_config.num_classes), 'text_errors': text_errors}
     table = fingerprint.source_table(manual_dir, exclude=_outputs(data_dir, manual_dir))
@@ -81,21 +86,32 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, data_con
             print(f'warning: prepared data at {out_dir} is out of date ({why}); rebuilding it',
                   file=sys.stderr)
         if force or why:
-            _remove_variant(out_dir, manual_dir)
+            _check_overlap(out_dir, manual_dir)
+            out_dir.rename(aside)   # kept until the new build succeeds
 
     spec = StoreSpec.from_data_config(data_config)
-    builder = fg_xmedia.open_builder(data_dir, spec, on_error=on_error, progress=progress,
-                                     num_classes=int(data_config.num_classes),
-                                     num_workers=encode.resolve_workers(num_workers), pool=pool,
-                                     text_errors=text_errors)
-    rebuilt = not builder.is_prepared()
-    if rebuilt:
-        tfds.disable_progress_bar()  # our per-file bar (fg_xmedia) says more
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-        write_skipped_report(out_dir / SKIPPED_REPORT, builder.skipped)
-        fingerprint.record(out_dir, settings=settings, table=table,
-                           max_labels=builder.max_labels)
+    try:
+        builder = fg_xmedia.open_builder(
+            data_dir, spec, on_error=on_error, progress=progress,
+            num_classes=int(data_config.num_classes),
+            num_workers=encode.resolve_workers(num_workers), pool=pool,
+            text_errors=text_errors)
+        rebuilt = not builder.is_prepared()
+        if rebuilt:
+            tfds.disable_progress_bar()  # our per-file bar (fg_xmedia) says more
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+            write_skipped_report(out_dir / SKIPPED_REPORT, builder.skipped)
+            fingerprint.record(out_dir, settings=settings, table=table,
+                               max_labels=builder.max_labels)
+    except BaseException:
+        if aside.is_dir():
+            _recover(out_dir, aside)
+            print(f'the rebuild failed; the previous prepared data at {out_dir} is kept',
+                  file=sys.stderr)
+        raise
+    if aside.is_dir():
+        shutil.rmtree(aside)
     counts = counts_of(builder)
     if progress:
         print(summary(counts, out_dir, rebuilt, _read_skipped_count(out_dir / SKIPPED_REPORT)))
@@ -110,13 +126,37 @@ def _outputs(data_dir: str | os.PathLike, manual_dir: Path) -> tuple[Path, ...]:
     return tfds_dirs if data_dir.resolve() == manual_dir.resolve() else (data_dir,)
 
 
-def _remove_variant(out_dir: Path, manual_dir: Path) -> None:
-    """Delete one prepared variant directory, refusing anything that holds the sources."""
+def _check_overlap(out_dir: Path, manual_dir: Path) -> None:
+    """Refuses to replace a variant directory that holds the sources."""
     out, src = out_dir.resolve(), manual_dir.resolve()
     if out == src or out in src.parents:
         raise ValueError(f'refusing to replace {out_dir}: it overlaps the source data at '
                          f'{manual_dir}; choose a --data_dir outside the manual dir\'s files')
-    shutil.rmtree(out)
+
+
+def _remove_variant(out_dir: Path, manual_dir: Path) -> None:
+    """Delete one prepared variant directory, refusing anything that holds the sources."""
+    _check_overlap(out_dir, manual_dir)
+    shutil.rmtree(out_dir.resolve())
+
+
+def _aside(out_dir: Path) -> Path:
+    """Where a rebuild keeps the previous variant: a hidden sibling, which TFDS (reading
+    version folders by name) never takes for a version."""
+    return out_dir.parent / f'.{out_dir.name}.previous'
+
+
+def _recover(out_dir: Path, aside: Path) -> None:
+    """After a failed (or killed) rebuild, put the previous variant back in place of
+    whatever the rebuild left; after a finished one, drop the leftover copy."""
+    if not aside.is_dir():
+        return
+    if (out_dir / fingerprint.INFO_FILE).is_file() and (out_dir / 'dataset_info.json').is_file():
+        shutil.rmtree(aside)   # the new build completed before the old copy was removed
+        return
+    if out_dir.exists():
+        shutil.rmtree(out_dir)   # a partial build
+    aside.rename(out_dir)
 
 
 def counts_of(builder: Any) -> dict[str, dict[str, int]]:

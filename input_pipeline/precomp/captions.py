@@ -27,11 +27,11 @@ import collections
 import functools
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from input_pipeline import atomic
 from input_pipeline.errors import DataError
 
 PAD, START, END, UNK = 0, 1, 2, 3
@@ -152,16 +152,7 @@ class Vocab:
         data = {'word2idx': dict(self.word2idx),
                 'idx2word': {str(i): w for i, w in enumerate(self.idx2word)},
                 'idx': len(self)}
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix='.vocab-', suffix='.json', dir=folder)
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic.atomic_write_text(path, json.dumps(data))
 
 
 # ----------------------------------------------------------------------------- padding

@@ -27,8 +27,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
+import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline.precomp import captions as caps_lib
-from input_pipeline import samplers
+from input_pipeline import atomic, samplers
 from input_pipeline.errors import DataError
 
 CAPTIONS_PER_IMAGE = 5
@@ -59,6 +60,7 @@ class PrecompSplit:
     captions: list[str]           # N_caps stripped lines
     caption_image: np.ndarray     # int64 (N_caps,): the feature row of caption c
     ids: list[str] | None         # N_img image ids, None without an _ids.txt
+    folder: str = ''              # the precomp folder it was read from (for messages)
 
     @property
     def num_captions(self) -> int:
@@ -116,7 +118,7 @@ def open_split(data_dir: str | os.PathLike, split: str) -> PrecompSplit:
         ids = _read_lines(ids_path)
         if len(ids) != n_img:
             raise DataError(os.fspath(ids_path), f'{len(ids)} ids for {n_img} feature rows')
-    return PrecompSplit(split, images, captions, caption_image, ids)
+    return PrecompSplit(split, images, captions, caption_image, ids, folder=os.fspath(root))
 
 
 def _open_features(path: Path) -> np.ndarray:
@@ -180,16 +182,9 @@ def encode_captions(split: PrecompSplit, vocab: caps_lib.Vocab, *,
     length = caps_lib.bucket_length(longest) if max_length is None else int(max_length)
     tokens, lengths = caps_lib.pad_tokens(ids, length)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.tokens-', suffix='.npz', dir=path.parent)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, tokens=tokens, lengths=lengths)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, tokens=tokens, lengths=lengths)
+        atomic.atomic_write_bytes(path, buffer.getvalue())
     return tokens, lengths
 
 
@@ -313,6 +308,27 @@ class EvalArrays:
             yield block, int(part.shape[0])
 
 
+def warn_unknown_captions(tokens: np.ndarray, where: str) -> float:
+    """Warns when captions hold no vocabulary word (only <unk> between the markers, or
+    nothing): every such caption gets the same embedding, every image ties on it, and
+    recall comes out at its tie-broken floor (rsum about 20 when all are) instead of
+    saying the captions are unusable. Returns the fraction of such captions."""
+    if tokens.shape[0] == 0:
+        return 0.0
+    blank = ~(tokens > caps_lib.UNK).any(axis=1)
+    share = float(blank.mean())
+    if blank.all():
+        logging.warning('%s: none of the %d evaluated captions has a word of the '
+                        'vocabulary (all empty or unknown words): every caption scores the '
+                        'same and the recall figures mean nothing; check the captions file '
+                        'and the vocabulary (data.vocab_path)', where, tokens.shape[0])
+    elif share > 0.5:
+        logging.warning('%s: %d of %d evaluated captions (%.0f%%) have no word of the '
+                        'vocabulary; their recall is at the tie floor', where,
+                        int(blank.sum()), tokens.shape[0], 100 * share)
+    return share
+
+
 def eval_arrays(split: PrecompSplit, vocab: caps_lib.Vocab, *, max_images: int | None = None,
                 max_length: int | None = None,
                 cache_dir: str | os.PathLike | None = None) -> EvalArrays:
@@ -323,5 +339,6 @@ def eval_arrays(split: PrecompSplit, vocab: caps_lib.Vocab, *, max_images: int |
     sub = dataclasses.replace(split, captions=split.captions[:CAPTIONS_PER_IMAGE * n],
                               caption_image=split.caption_image[:CAPTIONS_PER_IMAGE * n])
     tokens, lengths = encode_captions(sub, vocab, max_length=max_length, cache_dir=cache_dir)
+    warn_unknown_captions(tokens, os.path.join(split.folder, file_names(split.name)['captions']))
     return EvalArrays(split.images, sub.image_rows.copy(), tokens, lengths,
                       np.arange(CAPTIONS_PER_IMAGE * n, dtype=np.int64) // CAPTIONS_PER_IMAGE)

@@ -10,7 +10,7 @@ datasets whose rows are aligned clips:
 
 `read_split` casts features to float32 and labels to int32 and rejects, in one line
 naming the file and the dataset: a missing key, a wrong rank, row counts that differ
-between the three datasets of a split, a feature width that differs between splits,
+between the three datasets of a split, a group where a dataset belongs, a feature width that differs between splits,
 non-integral or negative / out-of-range labels, and NaN/Inf features.
 
 The data path is in memory (VEGAS is about 0.1 GB): `AVData` holds the train, optional
@@ -120,6 +120,10 @@ def read_split(path: str | os.PathLike, split: str, *, num_classes: int | None =
         if missing:
             raise AVDataError(f'{path}: missing dataset(s) {missing}; the file has '
                               f'{sorted(f.keys())}')
+        groups = [k for k in keys.values() if not isinstance(f[k], h5py.Dataset)]
+        if groups:  # a group (or other object) where an array is expected
+            raise AVDataError(f'{path}:{groups[0]}: expected a dataset (an array), found '
+                              f'{type(f[groups[0]]).__name__.lower()}')
         arrays = {m: f[k][()] for m, k in keys.items()}
     visual = _features(np.asarray(arrays['visual']), f'{path}:{keys["visual"]}')
     audio = _features(np.asarray(arrays['audio']), f'{path}:{keys["audio"]}')
