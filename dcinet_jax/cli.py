@@ -2,6 +2,7 @@
 
     dcinet demo-data --out DIR [--format fgxmedia|vegas|ave|precomp --classes N --per_class K
                      --seed S --feature_dim D --difficulty easy|hard]
+    dcinet data check --config FILE [--config.data_dir=DIR --deep --json]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--config.field=value ...]
@@ -143,6 +144,22 @@ def demo_data(argv):
     else:
         from input_pipeline.demo import vegas_ave as av_demo
         av_demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
+
+
+@command('data', 'data check: a data folder against the published release (exit 0 matches, '
+         '1 differs, 2 unreadable)')
+def data(argv):
+    if not argv or argv[0] != 'check':
+        sys.exit('usage: dcinet data check --config FILE [--config.data_dir=DIR] [--deep] [--json]')
+    from input_pipeline import check
+    argv, data_dir = check.pop_data_dir(argv[1:])
+
+    def define(fv):
+        _config_flag(fv)
+        flags.DEFINE_bool('deep', False, 'decode every file (in parallel)', flag_values=fv)
+        flags.DEFINE_bool('json', False, 'print the report as JSON', flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet data check')
+    sys.exit(check.check_main(_config(fv), data_dir, deep=fv.deep, as_json=fv.json))
 
 
 @command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')
