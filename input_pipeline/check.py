@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from input_pipeline.data_card import data_dir_of
+
 MANIFEST_FILE = 'dcinet_manifest.json'
 FORMATS = ('fgxmedia', 'precomp', 'vegas_ave')
 # Exit codes of `dcinet data check` (the README's "Exit codes" lists them).
@@ -219,15 +221,6 @@ def _one_line(e: Exception) -> str:
 
 
 # ----------------------------------------------------------------------------- entry point
-
-def data_dir_of(config: Any) -> str:
-    """The data folder of a config: `config.data_dir`, else `config.data.data_dir`
-    (DSFFN and HSLM configs kept it under `data`)."""
-    top = config.get('data_dir', '') if hasattr(config, 'get') else ''
-    data = config.get('data', None) if hasattr(config, 'get') else None
-    inner = data.get('data_dir', '') if data is not None else ''
-    return str(top or inner or '')
-
 
 def detect_format(root: Path, config: Any = None) -> str:
     """The format of a folder: its own manifest's, else by what it holds."""

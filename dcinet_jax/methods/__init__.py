@@ -41,8 +41,12 @@ The contract (see docs/methods.md for a worked example):
 - `DEFAULT_EVALUATOR: str`: the evaluator (`dcinet_jax.evaluators`) used when
   `config.eval.metrics` is not set.
 
-Optional: `load_pretrained(variables, config) -> variables` (host-side, after init) and
-`describe(config) -> str` (one line for `dcinet summary`).
+Optional: `load_pretrained(variables, config) -> variables` (host-side, after init),
+`describe(config) -> str` (one line for `dcinet summary`) and
+`data_description(config) -> dict | None`: the data card of the data it evaluates on
+(`input_pipeline/data_card.py`: counts per group and split, a fingerprint), written into
+every results.json as "data" so two results can be compared knowing whether they used
+the same data.
 """
 
 from __future__ import annotations

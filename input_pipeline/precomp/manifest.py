@@ -161,3 +161,25 @@ def _utf8_lines(path: str) -> None:
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b'\n') + 1
         raise ValueError(f'line {line}: not UTF-8 ({e.reason} at byte {e.start})') from None
+
+
+def describe(data_dir: str | os.PathLike, vocab_path: str | os.PathLike | None = None) -> dict:
+    """The data card (`input_pipeline/data_card.py`) of a precomp folder: distinct images
+    and captions of every split present (headers and line counts only) and a fingerprint
+    of the name, size and mtime of its split files and vocabulary."""
+    from input_pipeline import data_card
+    root = Path(data_dir)
+    counts: dict[str, dict[str, int]] = {'images': {}, 'captions': {}}
+    files = []
+    for split in ('train', 'dev', 'test', 'testall'):
+        names = file_names(split)
+        if not (root / names['images']).is_file():
+            continue
+        scratch = Report('precomp', str(root), '', ())
+        n_img, n_caps = _check_split(root, split, names, 0, 0, scratch)
+        counts['images'][split], counts['captions'][split] = n_img, n_caps
+        files += [root / n for n in names.values()]
+    if vocab_path:
+        files.append(Path(vocab_path))
+    return data_card.card('precomp', root, counts, fingerprint=data_card.stat_fingerprint(files),
+                          fingerprint_of='name, size and mtime of the split files and vocab')

@@ -13,6 +13,7 @@ row and names NaN/Inf rows.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,16 @@ def _finite_rows(where: str) -> None:
                 raise ValueError(f'{rows.size} row(s) hold NaN/Inf from row {start} on '
                                  f'(first: row {rows[0]})')
 
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """The data card (`input_pipeline/data_card.py`) of a VEGAS/AVE feature file: pairs
+    per split (dataset shapes only) and a fingerprint of its name, size and mtime."""
+    import h5py
+    from input_pipeline import data_card
+    with h5py.File(path, 'r') as f:
+        counts = {'pairs': {s: int(f[f'lab_{s}'].shape[0]) for s in SPLITS
+                            if f'lab_{s}' in f}}
+    return data_card.card('vegas_ave', path, counts, unit='pairs',
+                          fingerprint=data_card.stat_fingerprint([path]),
+                          fingerprint_of='name, size and mtime of the feature file')
