@@ -1,7 +1,7 @@
 """`dcinet` command line: thin subcommands that parse flags and call into the library.
 
     dcinet demo-data --out DIR [--format fgxmedia|vegas|ave|precomp --classes N --per_class K
-                     --seed S --feature_dim D --difficulty easy|hard]
+                     --seed S --feature_dim D --difficulty easy|hard | --scale full|F]
     dcinet data check --config FILE [--config.data_dir=DIR --deep --json]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
@@ -127,7 +127,16 @@ def demo_data(argv):
                           'fgxmedia: easy (separable classes, the two-command demo) or hard '
                           '(confusable sister classes for ablations; default 30 items per '
                           'class, no video; docs/ablation_demo.md)', flag_values=fv)
+        flags.DEFINE_string('scale', None, 'full, or a fraction like 0.01: the published '
+                            'release\'s counts and file sizes (for measuring; README "Data at '
+                            'full size")', flag_values=fv)
+        flags.DEFINE_enum('release', 'f30k', ['f30k', 'coco'], 'precomp with --scale: '
+                          'whose counts', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
+    if fv.scale is not None:
+        from input_pipeline.demo import scaled
+        scaled.scaled_main(fv.out, fv.format, fv.scale, fv.seed, fv.release)
+        return
     if fv.difficulty != 'easy' and fv.format != 'fgxmedia':
         sys.exit(f'dcinet demo-data: --difficulty={fv.difficulty} exists for --format=fgxmedia '
                  f'only, not {fv.format}')
