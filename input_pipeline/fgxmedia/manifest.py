@@ -128,15 +128,20 @@ def check(root: Path, config: Any = None, *, deep: bool = False,
     for m in modalities:
         for s in SPLITS:
             exp = expected.get(m, {}).get(s)
-            entries, reported = _read_split(root, m, s, classes, report)
-            if entries is None:
+            resolved, reported = _read_split(root, m, s, classes, report)
+            if resolved is None:
                 if exp is not None:
                     report.counts.append(Count(m, s, exp, 0, unit(m)))
                 continue
-            found_paths = [lists.resolve_path(root, e) for e in entries]
+            entries, found_paths = [e for e, _ in resolved], [p for _, p in resolved]
             rels = {p.relative_to(root).as_posix() for p in found_paths}
             referenced |= rels
-            report.counts.append(Count(m, s, exp, count_items(m, entries), unit(m)))
+            try:
+                found = count_items(m, entries)
+            except ListFormatError as e:   # a frame name too short to hold a video id
+                report.add('bad_line', m, s, f'{e.path}:{e.line}', e.what)
+                found = len(entries)
+            report.counts.append(Count(m, s, exp, found, unit(m)))
             present = {e.label for e in entries}
             absent = [c for c in range(classes) if c not in present]
             if absent:
@@ -157,26 +162,34 @@ def check(root: Path, config: Any = None, *, deep: bool = False,
 
 
 def _read_split(root: Path, m: str, s: str, classes: int, report: Report):
-    """(entries or None, root-relative paths already reported missing) of one list."""
+    """([(entry, its file)] or None, root-relative paths already reported missing) of
+    one list. Each file is looked up once (one stat per candidate: at full size the
+    check is bound by these lookups)."""
     path = lists.list_file(root, m, s)
     if not path.is_file():
         report.add('missing', m, s, path, 'list file missing')
         return None, set()
     bad: list[lists.BadLine] = []
     try:
-        entries = lists.read_list(root, m, s, num_classes=classes, skipped=bad)
+        entries = lists.read_list(root, m, s, num_classes=classes, check_files=False,
+                                  skipped=bad)
     except ListFormatError as e:           # a fault of the whole file
         report.add('bad_line', m, s, e.path if e.line is None else f'{e.path}:{e.line}', e.what)
         return None, set()
-    reported = set()
-    for b in bad:
+    resolved, reported = [], set()
+    for e in entries:
+        try:
+            resolved.append((e, lists.resolve_path(root, e)))
+        except ListFormatError as err:     # the path rule found no file
+            bad.append(lists.BadLine(m, s, e.list_file, e.line, e.path, err))
+    for b in sorted(bad, key=lambda b: b.line):
         report.add(_kind(b.error), m, s, f'{b.list_file}:{b.line}', b.error.what)
         for c in lists.candidate_paths(root, lists.ListEntry(m, s, b.path, 0, '', 0, 0)):
             try:
                 reported.add(c.relative_to(root).as_posix())
             except ValueError:
                 pass
-    return entries, reported
+    return resolved, reported
 
 
 def _extras(root: Path, modalities: list[str], referenced: set[str], items, report: Report):
