@@ -32,7 +32,10 @@ def evaluate_variables(config: Any, method: Any, model: Any, variables: Mapping,
         'outputs': round(t1 - t0, 2), 'scoring': round(time.time() - t1, 2)}
     describe_data = getattr(method, 'data_description', None)   # optional in the contract
     if describe_data is not None:
-        results['data'] = describe_data(config)
+        try:
+            results['data'] = describe_data(config)
+        except (OSError, ValueError) as e:   # never lose an evaluation over its data card
+            results['data'] = {'error': f'data card not built: {e}'}
     if workdir is not None and jax.process_index() == 0:
         markdown = evaluator.format_table(results, with_paper=True)
         report.save_results(results, workdir, step,

@@ -56,6 +56,8 @@ def one_line(data: Mapping[str, Any] | None) -> str:
     """'fgxmedia data 3f2a…: image 5994/5794, text 4000/4000 (train/test)'."""
     if not data:
         return 'data: not recorded'
+    if 'error' in data:
+        return f'data: {data["error"]}'
     counts = data.get('counts', {})
     splits = list(dict.fromkeys(s for by in counts.values() for s in by))
     cells = ', '.join(f'{g} ' + '/'.join(str(by.get(s, '—')) for s in splits)

@@ -116,3 +116,19 @@ def test_sweep_tables_carry_the_data_and_warn_when_it_differs(tmp_path, monkeypa
     _finished_run(tmp_path, 'a/s1', 0.7, other)
     md = aggregate.format_markdown(aggregate.aggregate(tmp_path, plan))
     assert 'WARNING: its runs used different data' in md and '| f2 |' in md
+
+
+def test_a_card_that_cannot_be_built_never_loses_the_evaluation(tmp_path):
+    evaluators.register('card_eval', _Eval)
+
+    def broken(config):
+        raise FileNotFoundError('/gone/vegas_feature_norm.h5: no such feature file')
+
+    method = types.SimpleNamespace(eval_outputs=lambda m, v, c: 0.25,
+                                   DEFAULT_EVALUATOR='card_eval', data_description=broken)
+    config = ml_collections.ConfigDict({'eval': {'metrics': 'card_eval'}})
+    evaluate.evaluate_variables(config, method, None, {}, step=3, workdir=tmp_path)
+    saved = json.loads((tmp_path / 'eval/3/results.json').read_text())
+    assert saved['accuracy'] == 0.25 and 'no such feature file' in saved['data']['error']
+    assert (tmp_path / 'eval/results.md').read_text().strip().endswith(
+        'data: data card not built: /gone/vegas_feature_norm.h5: no such feature file')
