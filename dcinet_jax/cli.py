@@ -1,7 +1,8 @@
 """`dcinet` command line: thin subcommands that parse flags and call into the library.
 
     dcinet demo-data --out DIR [--format fgxmedia|vegas|ave|precomp --classes N --per_class K
-                     --seed S --feature_dim D --difficulty easy|hard --force]
+                     --seed S --feature_dim D --difficulty easy|hard --force | --scale full|F]
+    dcinet data check --config FILE [--config.data_dir=DIR --deep --json]
     dcinet prepare   --manual_dir SRC --data_dir DST [--config FILE] [--on_error fail|skip]
     dcinet summary   --config FILE
     dcinet train     --config FILE --workdir DIR [--restore_step N --config.field=value ...]
@@ -120,7 +121,16 @@ def demo_data(argv):
                           'class, no video; docs/ablation_demo.md)', flag_values=fv)
         flags.DEFINE_bool('force', False, 'write into a folder that is not empty, '
                           'replacing files of the same names', flag_values=fv)
+        flags.DEFINE_string('scale', None, 'full, or a fraction like 0.01: the published '
+                            'release\'s counts and file sizes (for measuring; README "Data at '
+                            'full size")', flag_values=fv)
+        flags.DEFINE_enum('release', 'f30k', ['f30k', 'coco'], 'precomp with --scale: '
+                          'whose counts', flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet demo-data')
+    if fv.scale is not None:
+        from input_pipeline.demo import scaled
+        scaled.scaled_main(fv.out, fv.format, fv.scale, fv.seed, fv.release)
+        return
     if fv.difficulty != 'easy' and fv.format != 'fgxmedia':
         sys.exit(f'dcinet demo-data: --difficulty={fv.difficulty} exists for --format=fgxmedia '
                  f'only, not {fv.format}')
@@ -139,6 +149,22 @@ def demo_data(argv):
     else:
         from input_pipeline.demo import vegas_ave as av_demo
         av_demo.av_demo_main(fv.out, fv.format, fv.classes, fv.per_class, fv.seed)
+
+
+@command('data', 'data check: a data folder against the published release (exit 0 matches, '
+         '1 differs, 2 unreadable)')
+def data(argv):
+    if not argv or argv[0] != 'check':
+        sys.exit('usage: dcinet data check --config FILE [--config.data_dir=DIR] [--deep] [--json]')
+    from input_pipeline import check
+    argv, data_dir = check.pop_data_dir(argv[1:])
+
+    def define(fv):
+        _config_flag(fv)
+        flags.DEFINE_bool('deep', False, 'decode every file (in parallel)', flag_values=fv)
+        flags.DEFINE_bool('json', False, 'print the report as JSON', flag_values=fv)
+    fv = _flag_values(argv, define, 'dcinet data check')
+    sys.exit(check.check_main(_config(fv), data_dir, deep=fv.deep, as_json=fv.json))
 
 
 @command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')

@@ -1,7 +1,9 @@
 """Evaluate a method's variables: its eval outputs, scored by the configured evaluator.
 
 Generic glue between a method (which knows its data and what its evaluator consumes)
-and an evaluator (which knows the benchmark protocol). Every process evaluates the
+and an evaluator (which knows the benchmark protocol). The results name their data: the
+method's optional `data_description` card goes under "data", and its one-line form
+closes results.md. Every process evaluates the
 whole test set on its own devices; process 0 writes the results files.
 """
 
@@ -15,6 +17,7 @@ import jax
 from dcinet_jax import evaluators, methods
 from dcinet_jax.evaluators import report
 from input_pipeline import atomic
+from input_pipeline import data_card
 
 
 def evaluate_variables(config: Any, method: Any, model: Any, variables: Mapping, *,
@@ -29,10 +32,17 @@ def evaluate_variables(config: Any, method: Any, model: Any, variables: Mapping,
     results = {'step': int(step), **evaluator.evaluate(outputs, config=config), **(record or {})}
     results.setdefault('protocol', {})['seconds'] = {
         'outputs': round(t1 - t0, 2), 'scoring': round(time.time() - t1, 2)}
+    describe_data = getattr(method, 'data_description', None)   # optional in the contract
+    if describe_data is not None:
+        try:
+            results['data'] = describe_data(config)
+        except (OSError, ValueError) as e:   # never lose an evaluation over its data card
+            results['data'] = {'error': f'data card not built: {e}'}
     if workdir is not None and jax.process_index() == 0:
+        markdown = evaluator.format_table(results, with_paper=True)
         try:
             report.save_results(results, workdir, step,
-                                markdown=evaluator.format_table(results, with_paper=True),
+                                markdown=f'{markdown}\n\n{data_card.one_line(results.get("data"))}',
                                 variant=results_variant(results))
         except OSError as e:   # the evaluation is done: hand its table to the caller
             raise atomic.NotWrittenError(f'{workdir}/eval', e,
@@ -59,7 +69,7 @@ def scalar_metrics(results: Mapping) -> dict[str, float]:
     (`{'bimodal': {'i2t': .3}, 'bimodal_average': .4}` -> `{'i2t': .3, 'bimodal_average': .4}`)."""
     out: dict[str, float] = {}
     for key, value in results.items():
-        if key in ('step', 'protocol'):
+        if key in ('step', 'protocol', 'data'):
             continue
         if isinstance(value, Mapping):
             out.update({k: float(v) for k, v in value.items() if isinstance(v, (int, float))})

@@ -111,6 +111,9 @@ def test_cli_demo_data_train_and_eval(tmp_path):
     assert 'This run, aligned pairs' in p.stdout
     saved = json.loads((run / 'eval' / '6' / 'results.json').read_text())
     assert {'a2v', 'v2a', 'average', 'shuffled_average', 'self_average', 'val_average'} <= set(saved)
+    # The results name their data: 9 classes x 5 test pairs (the demo's last class has none).
+    assert saved['data']['format'] == 'vegas_ave'
+    assert saved['data']['counts']['pairs']['test'] == 45
 
 
 def test_cli_missing_feature_file_is_one_line(tmp_path):

@@ -182,6 +182,9 @@ def test_eval_cli_restores_onto_fewer_devices(test_config, demo_prepared_dir, tm
     saved = json.loads((workdir / 'eval' / '2' / 'results.json').read_text())
     assert saved['protocol']['exclude_self'] is True
     assert saved['step'] == 2
+    # The results name their data: the prepared variant's counts (conftest: 4 x 6 items).
+    assert saved['data']['format'] == 'fgxmedia' and len(saved['data']['fingerprint']) == 16
+    assert saved['data']['counts']['image'] == {'train': 24, 'test': 24}
     bad = subprocess.run(
         [sys.executable, '-m', 'dcinet_jax', 'eval', '--config', str(REPO / 'configs/test.py'),
          '--workdir', str(workdir), f'--config.data_dir={demo_prepared_dir}', '--step', '7'],

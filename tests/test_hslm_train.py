@@ -182,6 +182,7 @@ def test_cli_train_and_eval_reach_recall_well_above_chance(demo_dir, tmp_path, c
     print({k: round(v, 1) for k, v in r.items() if isinstance(v, float)}, 'chance', chance)
     assert r['rsum'] > chance + 25 and r['dev_rsum'] > chance + 25
     assert r['selection'] == r['dev_rsum']
+    assert r['data']['counts']['images']['test'] == n_img       # the results name their data
     # An ensemble with a second copy of the same run: two identical score matrices whose
     # mean is the single model's, so every number stays and the record says 2.
     # It is filed apart (eval/<step>/ensemble2/) and labelled, never over the run's own.

@@ -67,11 +67,24 @@ def build_report(config: Any, workdir: str | Path, *, out: str | Path | None = N
             exclude_self=bool(config.eval.exclude_self), top_k=top_k,
             num_queries=num_queries,
             facts=[('method', config.method), ('workdir', str(workdir)),
-                   ('data', str(config.data_dir)), ('feature', config.eval.get('feature'))])
+                   ('data', str(config.data_dir)), ('data card', _data_line(results, config)),
+                   ('feature', config.eval.get('feature'))])
     except OSError as e:   # a write under `out` failed (not a read of the data)
         if not e.filename or not Path(e.filename).absolute().is_relative_to(out.absolute()):
             raise
         raise atomic.NotWrittenError(out, e, _results_markdown(results)) from e
+
+
+def _data_line(results: Mapping, config: Any) -> str:
+    """The results file's data card in one line; the prepared data's own when the
+    results were scored here (or by a version that did not record it)."""
+    from dcinet_jax import methods
+    from input_pipeline import data_card
+    card = results.get('data')
+    describe = getattr(methods.from_config(config), 'data_description', None)
+    if card is None and describe is not None:
+        card = describe(config)
+    return data_card.one_line(card)
 
 
 def find_results(workdir: Path, step: int) -> tuple[dict | None, str]:

@@ -57,6 +57,10 @@ before the first step, so a bad test split stops the run before any training.
 `validate_config(config) -> None`: raises ValueError naming the field for a value the
 method cannot train or evaluate with; `from_config` calls it after the generic checks of
 `validate_config` here.
+`data_description(config) -> dict | None`: the data card of the data it evaluates on
+(`input_pipeline/data_card.py`: counts per group and split, a fingerprint), written into
+every results.json as "data" so two results can be compared knowing whether they used
+the same data.
 """
 
 from __future__ import annotations

@@ -158,6 +158,14 @@ def validate_data(config: Any) -> None:
         pipeline.check_labels(config, split)
 
 
+def data_description(config: Any) -> dict | None:
+    """The data card of the prepared variant this config reads (results.json "data")."""
+    from input_pipeline import data_card
+    from input_pipeline.fgxmedia import fingerprint
+    data_dir = data_card.data_dir_of(config)
+    return fingerprint.describe_prepared(data_dir, config.data) if data_dir else None
+
+
 def describe(config: Any) -> str:
     """One line for `dcinet summary`."""
     mc, dc = config.model, config.data

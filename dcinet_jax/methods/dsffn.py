@@ -175,6 +175,15 @@ def validate_data(config: Any) -> None:
         raise ValueError(f'eval.pairings: {unknown} not among {PAIRINGS}')
 
 
+def data_description(config: Any) -> dict:
+    """The data card of the feature file this config reads (results.json "data")."""
+    from input_pipeline import data_card
+    from input_pipeline.vegas_ave import manifest, reader as av_features
+    return manifest.describe(av_features.feature_file(
+        data_card.data_dir_of(config), str(config.data.name),
+        str(config.data.get('file', '') or '')))
+
+
 def steps_per_epoch(config: Any, process_count: int) -> int:
     from input_pipeline.vegas_ave import reader as av_features
     return av_features.steps_per_epoch(len(load_data(config).train),

@@ -46,6 +46,7 @@ validate_data = dcinet_method.validate_data
 examples_per_step = dcinet_method.examples_per_step
 steps_per_epoch = dcinet_method.steps_per_epoch
 train_batches = dcinet_method.train_batches
+data_description = dcinet_method.data_description
 
 
 class FGCrossNet(nn.Module):

@@ -98,6 +98,15 @@ def split_tokens(config: Any, name: str):
             *_tokens(str(config.data_dir), name, key, max_length))
 
 
+def data_description(config: Any) -> dict:
+    """The data card of the precomp folder this config reads (results.json "data")."""
+    from input_pipeline import data_card
+    from input_pipeline.precomp import manifest
+    data_dir = data_card.data_dir_of(config)
+    vocab_path = str(config.data.get('vocab_path', '') or '')
+    return manifest.describe(data_dir, vocab_file(data_dir, vocab_path) if vocab_path else None)
+
+
 def _has_data(config: Any) -> bool:
     d = config.data
     return (Path(str(config.data_dir)) / f"{d.get('train_split', 'train')}_ims.npy").is_file()

@@ -8,7 +8,9 @@ listed with their status, exit code and last log line, and never enter a mean.
 The markdown uses the paper's table layout when the results have it (FG-XMedia
 bi-modal and X->all tasks: cells "mean ± std", the variant's n in its row name, the
 paper's rows under them); any other evaluator gets a metric x variant table and, per
-variant, the evaluator's own table of the means with its published numbers.
+variant, the evaluator's own table of the means with its published numbers. Under the
+table, the data every variant was evaluated on (the runs' data cards; a warning when
+two runs of a variant used different data), and each run's data fingerprint.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import numpy as np
 
 from dcinet_jax.evaluators import report
 from dcinet_jax.sweep.run import FINISHED, final_results, is_finished, read_status
+from input_pipeline import data_card
 
 RESULTS_JSON, RESULTS_MD = 'sweep_results.json', 'sweep_results.md'
 STD_NOTE = 'std is the sample standard deviation over seeds (ddof=1); n = finished runs'
-_SKIP_KEYS = ('step', 'protocol')
+_SKIP_KEYS = ('step', 'protocol', 'data')   # 'data': the run's data card, not a metric
 
 
 def flatten(results: Mapping, prefix: str = '') -> dict[str, float]:
@@ -70,6 +73,8 @@ def aggregate(root: str | Path, plan: dict) -> dict:
         results = final_results(workdir)
         v['template'] = v['template'] or results
         v['seeds'].append(entry['seed'])
+        runs[-1]['data'] = results.get('data')
+        v.setdefault('data', []).append(results.get('data'))
         for name, value in flatten(results).items():
             v['values'].setdefault(name, []).append(value)
     out = {'config': plan['config'], 'seeds': plan['seeds'], 'overrides': plan['overrides'],
@@ -80,8 +85,29 @@ def aggregate(root: str | Path, plan: dict) -> dict:
             'metrics': {k: summarize(vals) for k, vals in v['values'].items()},
             'left_out': [{k: r[k] for k in ('seed', 'status', 'exit_code', 'last_line', 'log')}
                          for r in v['left_out']],
-            'template': v['template']}
+            'template': v['template'],
+            'data': _variant_data(v.get('data', []))}
     return out
+
+
+def _variant_data(cards: list) -> dict | str | None:
+    """The data card the variant's runs share; 'differs' when two runs used other data."""
+    known = [c for c in cards if c]
+    if not known:
+        return None
+    return known[0] if data_card.same_data(known) else 'differs'
+
+
+def data_lines(agg: Mapping) -> list[str]:
+    """What data each variant was evaluated on, one line (a warning where runs differ)."""
+    cards = {name: v.get('data') for name, v in agg['variants'].items()}
+    if not any(cards.values()):
+        return ['Data: not recorded in the runs\' results.']
+    if all(isinstance(c, Mapping) for c in cards.values()) and data_card.same_data(cards.values()):
+        return [f'Every run: {data_card.one_line(next(iter(cards.values())))}']
+    return [f'- {name}: ' + ('WARNING: its runs used different data (see the runs table)'
+                             if c == 'differs' else data_card.one_line(c))
+            for name, c in cards.items()]
 
 
 def cell(summary: Mapping | None) -> str:
@@ -154,19 +180,21 @@ def format_markdown(agg: Mapping, evaluator=None) -> str:
            'unfinished runs are listed below and not averaged.', '']
     table = _paper_layout(agg)
     out += [table if table is not None else _generic_table(agg), '']
+    out += data_lines(agg) + ['']
     if table is None and evaluator is not None:
         for name, v in agg['variants'].items():
             if v['template']:
                 out += [f'**{name}: means of n={v["n"]} in the evaluator\'s table**', '',
                         evaluator.format_table(_means_as_results(v['template'], v['metrics']),
                                                name=f'{name} (mean)', with_paper=True), '']
-    out += ['**Runs**', '', '| variant | seed | status | exit | seconds | last log line |',
-            '|---|---:|---|---:|---:|---|']
+    out += ['**Runs**', '', '| variant | seed | status | exit | seconds | data | last log line |',
+            '|---|---:|---|---:|---:|---|---|']
     for r in agg['runs']:
         last = (r['last_line'] or '').replace('|', '\\|')[:160]
+        fp = (r.get('data') or {}).get('fingerprint') or ''
         out.append(f'| {r["variant"]} | {r["seed"]} | {r["status"]} | '
                    f'{"" if r["exit_code"] is None else r["exit_code"]} | '
-                   f'{"" if r["seconds"] is None else r["seconds"]} | {last} |')
+                   f'{"" if r["seconds"] is None else r["seconds"]} | {fp} | {last} |')
     return '\n'.join(out) + '\n'
 
 

@@ -34,10 +34,16 @@ def write_split_lists(root: Path, split: str, lines: dict, counts: dict) -> None
 
 def generate_and_report(title: str, generate, out, classes: int, per_class: int,
                         seed: int) -> dict:
-    """Runs a generator (`generate(out, num_classes=, per_class=, seed=)` -> counts) and
-    prints what it wrote, per modality and split."""
+    """Runs a generator (`generate(out, num_classes=, per_class=, seed=)` -> counts),
+    writes the folder's own manifest (`dcinet data check` checks against it) and prints
+    what it wrote, per modality and split."""
     t0 = time.perf_counter()
     counts = generate(out, num_classes=classes, per_class=per_class, seed=seed)
+    from input_pipeline import check
+    from input_pipeline.fgxmedia import manifest
+    check.write_manifest(out, manifest.demo_manifest(
+        out, classes=classes,
+        name=f'{title} (classes {classes}, per_class {per_class}, seed {seed})'))
     dt = time.perf_counter() - t0
     print(f'{title}: {classes} classes, seed {seed}, written to {out} in {dt:.1f} s')
     for m, by_split in counts.items():

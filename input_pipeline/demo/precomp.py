@@ -14,7 +14,8 @@ quotes, '--', '!', "it's"), non-ASCII words ('café' is a place, 'naïve' a fill
 frequent; 'crème' is rare), words seen fewer than 4 times in train+dev (→ <unk>),
 words that only the test splits use, `dev` in the N_img = N_caps layout (each image's
 row repeated for its 5 captions, ids repeated likewise), `_ids.txt` files, and a
-`vocab.json` in the SCAN schema built from train+dev (count ≥ 4).
+`vocab.json` in the SCAN schema built from train+dev (count ≥ 4). The folder's own
+manifest (`dcinet_manifest.json`, for `dcinet data check`) lists its counts and files.
 
 Chance level: with N images and 5N captions scored at random, t2i R@K = K/N and i2t
 R@K = 1 - C(5N-5, K) / C(5N, K) (at least one of the image's 5 captions in the top K);
@@ -29,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from input_pipeline.check import write_manifest
 from input_pipeline.precomp import captions as caps_lib
+from input_pipeline.precomp import manifest as precomp_manifest
 from input_pipeline.precomp.reader import CAPTIONS_PER_IMAGE, file_names
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -103,6 +106,9 @@ def write_precomp_demo(out_dir: str | os.PathLike, *, values: int = 8, train_ima
         (root / names['ids']).write_text('\n'.join(ids) + '\n', encoding='utf-8')
     vocab = caps_lib.Vocab.build(data['train'][1] + data['dev'][1])
     vocab.save(root / 'vocab.json')
+    write_manifest(root, precomp_manifest.demo_manifest(
+        root, name=f'dcinet demo-data --format precomp (values {values}, seed {seed})',
+        regions=regions, feature_dim=feature_dim, sizes=sizes))
     return {'path': str(root), 'images': sizes, 'vocab_size': len(vocab)}
 
 

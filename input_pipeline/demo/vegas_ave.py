@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from input_pipeline.check import write_manifest
+from input_pipeline.vegas_ave import manifest as av_manifest
 from input_pipeline.vegas_ave.reader import FILE_NAMES
 
 
@@ -33,6 +35,7 @@ def generate_av_features(out_dir: str | os.PathLike, fmt: str = 'vegas', *,
     - the last class has no test item (a class absent from the test split);
     - per-class train counts vary (per_class - 1 .. per_class + 2), so N is not a
       multiple of common batch sizes.
+    The folder gets its own manifest (`dcinet_manifest.json`) for `dcinet data check`.
     Returns {'path', 'train', 'test', 'classes'}.
     """
     if fmt not in AV_FORMATS:
@@ -78,6 +81,10 @@ def generate_av_features(out_dir: str | os.PathLike, fmt: str = 'vegas', *,
         f.create_dataset('visual_test', data=v_te)
         f.create_dataset('audio_test', data=a_te.astype(np.float32))
         f.create_dataset('lab_test', data=lab_te)
+    write_manifest(root, av_manifest.demo_manifest(
+        name=f'dcinet demo-data --format {fmt} (classes {m}, per_class {per_class}, seed {seed})',
+        dataset=fmt, file=file_name, classes=m, visual_dim=dv, audio_dim=da,
+        sizes={'train': int(y_tr.size), 'test': int(y_te.size)}))
     return {'path': str(path), 'train': int(y_tr.size), 'test': int(y_te.size), 'classes': m}
 
 

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 INFO_FILE = 'prepare_info.json'
 SOURCES_FILE = 'prepare_sources.json'
+SKIPPED_FILE = 'skipped.tsv'   # what `prepare --on_error=skip` left out (prepare.py)
 FORMAT = 1
 _MAX_NAMED = 3   # changed files named in the one-line description
 
@@ -136,3 +137,40 @@ def _write_json(path: Path, obj: Any) -> None:
     with open(tmp, 'w', encoding='utf-8') as f:
         json.dump(obj, f, separators=(',', ':'))
     os.replace(tmp, path)
+
+
+def describe_prepared(data_dir: str | os.PathLike, data_config: Any) -> dict[str, Any] | None:
+    """The data card (`input_pipeline/data_card.py`) of the prepared variant that
+    `data_config` reads from `data_dir`: stored examples per modality and split (video:
+    frames) from TFDS's dataset_info.json, skipped items, and a fingerprint of the
+    staleness record (source-table digest, settings, variant). None when not prepared."""
+    from input_pipeline import data_card
+    from input_pipeline.fgxmedia.encode import StoreSpec
+
+    variant = StoreSpec.from_data_config(data_config).name
+    found = sorted(Path(data_dir).glob(f'fg_xmedia/{variant}/*/dataset_info.json'))
+    if not found:
+        return None
+    out_dir = found[-1].parent
+    try:
+        with open(found[-1], encoding='utf-8') as f:
+            splits = json.load(f).get('splits', [])
+    except (OSError, ValueError):
+        return None
+    counts: dict[str, dict[str, int]] = {}
+    for s in splits:
+        modality, split = str(s.get('name', '_')).rsplit('_', 1)
+        counts.setdefault(modality, {})[split] = sum(int(n) for n in s.get('shardLengths', []))
+    info = read_info(out_dir) or {}
+    settings = {k: v for k, v in info.get('settings', {}).items() if k != 'manual_dir'}
+    fp = None
+    if info.get('sources_digest'):
+        h = hashlib.sha256(f'{info["sources_digest"]}\0{variant}\0'
+                           f'{json.dumps(settings, sort_keys=True)}'.encode())
+        fp = h.hexdigest()[:data_card.FINGERPRINT_CHARS]
+    skipped = out_dir / SKIPPED_FILE
+    n_skipped = max(0, len(skipped.read_text().splitlines()) - 1) if skipped.is_file() else None
+    return data_card.card('fgxmedia', out_dir, counts, fingerprint=fp, unit='examples (video: frames)',
+                          fingerprint_of=f'prepared variant {variant}: source table digest '
+                          f'({info.get("num_files", "?")} files, size and mtime) and settings',
+                          skipped=n_skipped)

@@ -36,7 +36,7 @@ from input_pipeline.fgxmedia.encode import StoreSpec
 from input_pipeline.spec import MODALITIES, SPLITS, TEXT_ERRORS
 
 ON_ERROR = ('fail', 'skip')
-SKIPPED_REPORT = 'skipped.tsv'
+SKIPPED_REPORT = fingerprint.SKIPPED_FILE   # beside the variant's other record files
 
 
 def prepared_dir(data_dir: str | os.PathLike, data_config: Any) -> Path:

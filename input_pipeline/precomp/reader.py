@@ -39,16 +39,11 @@ import tensorflow as tf
 from input_pipeline.precomp import captions as caps_lib
 from input_pipeline import atomic, samplers
 from input_pipeline.errors import DataError
+# The file names and the 5-captions rule are the releases' (written once in manifest.py).
+from input_pipeline.precomp.manifest import CAPTIONS_PER_IMAGE, file_names  # noqa: F401
 
-CAPTIONS_PER_IMAGE = 5
 SPLITS: tuple[str, ...] = ('train', 'dev', 'test', 'testall')
 TAG_CAPTION_ORDER = 0x5C  # random-stream tag of the per-epoch caption permutation
-
-
-def file_names(split: str) -> dict[str, str]:
-    """The files of one split: {'images', 'captions', 'ids'} → file name."""
-    return {'images': f'{split}_ims.npy', 'captions': f'{split}_caps.txt',
-            'ids': f'{split}_ids.txt'}
 
 
 @dataclasses.dataclass
