@@ -196,10 +196,14 @@ def _forward(model, pairing: str):
 
 
 def _features(model, variables, visual, audio, *, pairing, batch_size):
+    """Eval features of every pair; with several processes each computes its share of
+    the batches (the same batches as one process's) and the rows are gathered once."""
+    from dcinet_jax.evaluators import sharding
     fn = _forward(model, pairing)
     n = visual.shape[0]
     ov, oa = [], []
-    for start in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    for start in (starts[i] for i in sharding.process_share(len(starts))):
         v, a = visual[start:start + batch_size], audio[start:start + batch_size]
         pad = batch_size - v.shape[0] if n > batch_size else 0
         if pad:   # one compiled shape; eval-mode rows are independent
@@ -209,7 +213,8 @@ def _features(model, variables, visual, audio, *, pairing, batch_size):
         keep = v.shape[0] - pad
         ov.append(np.asarray(out['visual'])[:keep])
         oa.append(np.asarray(out['audio'])[:keep])
-    return np.concatenate(ov), np.concatenate(oa)
+    rows = np.concatenate(ov), np.concatenate(oa)
+    return sharding.gather_rows(rows) if sharding.shares_work(len(starts)) else rows
 
 
 def split_outputs(model, variables, split, *, pairings, batch_size, seed) -> dict:
