@@ -39,6 +39,11 @@ PAIRINGS = ('aligned', 'shuffled', 'self')
 
 
 def build_model(config: Any, *, axis_name: str | None = None) -> dsffn_model.DSFFN:
+    dtype = str(config.model.get('dtype', 'float32'))
+    if dtype != 'float32':
+        raise ValueError(f'model.dtype={dtype!r}: DSFFN computes in float32 only (its '
+                         'networks are small MLPs on precomputed features; bfloat16 would '
+                         'save nothing measurable)')
     bn_axis = axis_name if config.model.get('bn_sync', True) else None
     return dsffn_model.build(config, visual_dim=int(config.data.visual_dim),
                              audio_dim=int(config.data.audio_dim), bn_axis_name=bn_axis)
