@@ -200,7 +200,7 @@ def _forward(model, pairing: str):
     return _FORWARD_CACHE[key][1]
 
 
-def _features(model, variables, visual, audio, *, pairing, batch_size):
+def pair_features(model, variables, visual, audio, *, pairing, batch_size):
     """Eval features of every pair; with several processes each computes its share of
     the batches (the same batches as one process's) and the rows are gathered once."""
     from dcinet_jax.evaluators import sharding
@@ -230,11 +230,11 @@ def split_outputs(model, variables, split, *, pairings, batch_size, seed) -> dic
             raise ValueError(f'eval.pairings: {p!r} is not one of {PAIRINGS}')
         if p == 'shuffled':
             perm = partner_permutation(len(split), seed)
-            ov, oa = _features(model, variables, split.visual, split.audio[perm],
+            ov, oa = pair_features(model, variables, split.visual, split.audio[perm],
                                pairing='aligned', batch_size=batch_size)
             out[p] = {'visual': (ov, split.label), 'audio': (oa, split.label[perm])}
         else:
-            ov, oa = _features(model, variables, split.visual, split.audio, pairing=p,
+            ov, oa = pair_features(model, variables, split.visual, split.audio, pairing=p,
                                batch_size=batch_size)
             out[p] = {'visual': (ov, split.label), 'audio': (oa, split.label)}
     return out

@@ -300,6 +300,12 @@ def _jitted(model, name: str):
     return _JITTED[key]
 
 
+def tile_scorer(model):
+    """f(variables, regions, (words, lengths)) -> float32 scores of one tile (eval mode),
+    one function per model (`blockwise.sharded_score_matrix` compiles it once)."""
+    return _jitted(model, 'tile')
+
+
 def _score_tile(model, variables, regions, captions):
     """Eval-mode scores of one (images, captions) tile, float32 whatever the compute
     dtype (the evaluator ranks them)."""
@@ -347,7 +353,7 @@ def split_scores(model, variables, config, name: str, *, num_images: int = 0) ->
     arrays = eval_arrays(config, name, num_images=num_images)
     regions, words = encode_split(model, variables, arrays, batch_size=int(e.batch_size))
     scores = blockwise.sharded_score_matrix(
-        _jitted(model, 'tile'), variables, regions, (words, arrays.lengths),
+        tile_scorer(model), variables, regions, (words, arrays.lengths),
         image_block=int(e.image_block), caption_block=int(e.caption_block))
     return {'scores': scores, 'caption_image': arrays.caption_image}
 

@@ -156,7 +156,7 @@ def run_inprocess_item(item: Item) -> dict[str, Any]:
     result = bench.bench_main(config, steps=item.steps, dtype=item.dtype, warmup_steps=1,
                               eval_steps=1, cache_check=False, print_table=False)
     return {'status': 'ok', 'seconds': round(time.perf_counter() - t0, 1),
-            **json.loads(json.dumps(bench._finite_json(result), default=str))}
+            **json.loads(json.dumps(bench.finite_json(result), default=str))}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -188,7 +188,7 @@ def eval_throughput(*, tiny: bool) -> dict[str, Any]:
     n = 256 if tiny else 20000
     vis = rng.normal(size=(n, int(c.data.visual_dim))).astype(np.float32)
     aud = rng.normal(size=(n, int(c.data.audio_dim))).astype(np.float32)
-    first, best = _timed(lambda: dsffn._features(model, variables, vis, aud,
+    first, best = _timed(lambda: dsffn.pair_features(model, variables, vis, aud,
                                                  pairing='aligned',
                                                  batch_size=int(c.eval.batch_size)))
     out['dsffn'] = {'pairs': n, 'first_s': first, 'features_per_sec': 2 * n / best}
@@ -206,7 +206,7 @@ def eval_throughput(*, tiny: bool) -> dict[str, Any]:
         words = rng.normal(size=(n_cap, length, e)).astype(np.float32)
         lengths = rng.integers(3, length + 1, n_cap).astype(np.int32)
         first, best = _timed(lambda: blockwise.sharded_score_matrix(
-            hslm._jitted(model, 'tile'), variables, regions, (words, lengths),
+            hslm.tile_scorer(model), variables, regions, (words, lengths),
             image_block=bi, caption_block=bc), repeats=1)
         out[f'hslm_{dtype}'] = {'images': n_img, 'captions': n_cap, 'first_s': first,
                                 'pairs_per_sec': n_img * n_cap / best,
