@@ -74,8 +74,7 @@ EVAL_BUDGET_S = 40
 TINY = (
     Item('dcinet_test_bf16', 'configs/test.py', 'bfloat16', steps=2),
     Item('hslm_test_bf16', 'configs/hslm_test.py', 'bfloat16', steps=2),
-    Item('dsffn_test', 'configs/dsffn_test.py', steps=2),
-)
+)   # DSFFN's step: tests/test_dsffn_train.py; its eval features: the eval phase
 
 
 def conv1x1_items(items: tuple[Item, ...]) -> tuple[Item, ...]:
