@@ -49,7 +49,7 @@ def get_config():
     m.use_local = True               # Table 4 switches
     m.use_global = True
     m.caption_chunk = 0              # > 0: score captions in chunks of this many (memory)
-    m.dtype = 'float32'              # float32 only (read by bench's report)
+    m.dtype = 'float32'              # or 'bfloat16' (compute; scores and loss float32)
 
     c.loss = lo = ml_collections.ConfigDict()
     lo.margin = 0.2

@@ -10,6 +10,7 @@
     dcinet export    --config FILE --workdir DIR --out FILE [--step N --format safetensors --force]
     dcinet bench     --config FILE [--batch_per_modality N --steps K --dtype bfloat16|float32
                      --peer torch]
+    dcinet bench     --suite gpu [--tiny --out_dir benchmarks]   (every GPU figure, one command)
     dcinet profile   --config FILE --workdir DIR [--steps a:b]
     dcinet report    --config FILE --workdir DIR [--out DIR --step N --top_k 5 --queries 3]
     dcinet index     --config FILE --workdir DIR [--split test | --folder DIR] [--step N --name X]
@@ -30,6 +31,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from absl import flags
@@ -275,7 +277,14 @@ def export(argv):
 @command('bench', "time the method's full train step on synthetic device batches")
 def bench(argv):
     def define(fv):
-        _config_flag(fv)
+        _config_flag(fv, required=False)
+        flags.DEFINE_enum('suite', None, ['gpu'], 'run a whole suite instead of one config: '
+                          "'gpu' writes benchmarks/gpu_suite.json and the RESULTS.md rows",
+                          flag_values=fv)
+        flags.DEFINE_bool('tiny', False, 'with --suite: the small CPU variant (test configs)',
+                          flag_values=fv)
+        flags.DEFINE_string('out_dir', 'benchmarks', 'with --suite: where gpu_suite.json, '
+                            'gpu_suite.md go (RESULTS.md there gets the rows)', flag_values=fv)
         flags.DEFINE_integer('batch_per_modality', None, 'override data.batch_per_modality',
                              flag_values=fv)
         flags.DEFINE_integer('steps', 20, 'timed steps after warm-up', flag_values=fv)
@@ -293,6 +302,11 @@ def bench(argv):
         flags.DEFINE_bool('torch_compile', False, 'torch.compile the PyTorch peer',
                           flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet bench')
+    if fv.suite == 'gpu':
+        from dcinet_jax.perf import gpu_suite
+        gpu_suite.run_suite(tiny=fv.tiny, out_dir=fv.out_dir,
+                            results_md=Path(fv.out_dir) / 'RESULTS.md')
+        return
     from dcinet_jax.perf import bench as bench_lib
     bench_lib.bench_main(_config(fv), batch_per_modality=fv.batch_per_modality,
                          steps=fv.steps, dtype=fv.dtype, peer=fv.peer,

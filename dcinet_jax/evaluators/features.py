@@ -1,9 +1,11 @@
 """Per-item retrieval features of a model in eval mode (docs/evaluation.md#features).
 
 Features are computed in eval mode (running BatchNorm statistics) for every test item
-exactly once, on this process's local devices; every process evaluates the whole test
-set (no cross-host collectives, so processes never wait on each other's data) and
-process 0 writes the results. Feature of an item: softmax of its logits (the benchmark)
+exactly once, each batch split over this process's local devices. An iterator that
+says it is this process's share (`process_share = True`, as the FG-XMedia eval
+iterators built with `process_share=True` do) holds only this process's batches: the
+rows are then gathered from every process once (`sharding.gather_rows`), so every
+process ends with the whole test set's features and process 0 writes the results. Feature of an item: softmax of its logits (the benchmark)
 or its pooled backbone feature; a video's is the softmax of the mean of its frames' logits.
 """
 
@@ -17,13 +19,12 @@ from typing import Iterable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from dcinet_jax.evaluators import sharding
 from dcinet_jax.parallel import DATA_AXIS
 
-
-def local_mesh() -> Mesh:
-    return Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
+__all__ = ['extract_features']
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'modality'))
@@ -38,7 +39,7 @@ def extract_features(model, variables, iterators: Mapping[str, Iterable[dict]], 
     """Returns {modality: (features [N, D], labels [N])} in test-list order."""
     if feature not in ('softmax', 'pooled'):
         raise ValueError(f"eval.feature={feature!r}: expected 'softmax' or 'pooled'")
-    mesh = local_mesh()
+    mesh = sharding.local_mesh()
     n_dev = mesh.devices.size
     rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
     variables = jax.device_put(variables, rep)
@@ -63,6 +64,8 @@ def extract_features(model, variables, iterators: Mapping[str, Iterable[dict]], 
         if not rows['label']:
             raise ValueError(f'the {modality} test set is empty')
         cat = {k: np.concatenate(v) for k, v in rows.items() if v}
+        if getattr(batches, 'process_share', False):
+            cat = sharding.gather_rows(cat)
         order = np.argsort(cat['index'], kind='stable')
         if len(np.unique(cat['index'])) != len(order):
             raise RuntimeError(f'{modality}: an evaluation item was seen twice')

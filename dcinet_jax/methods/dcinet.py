@@ -137,11 +137,12 @@ def synthetic_batch(rng: jax.Array, config: Any) -> dict:
 
 
 def eval_outputs(model, variables, config) -> dict:
-    """{modality: (features [N, D], labels [N])} over the test split, in list order."""
-    from dcinet_jax.evaluators import features
+    """{modality: (features [N, D], labels [N])} over the test split, in list order;
+    with several processes each extracts its share of the batches, gathered once."""
+    from dcinet_jax.evaluators import features, sharding
     from input_pipeline.fgxmedia import pipeline
-    return features.extract_features(model, variables,
-                                     pipeline.create_eval_iterators(config, 'test'),
+    iterators = pipeline.create_eval_iterators(config, 'test', share=sharding.process_share)
+    return features.extract_features(model, variables, iterators,
                                      feature=config.eval.feature, progress=True)
 
 

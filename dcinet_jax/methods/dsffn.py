@@ -47,6 +47,11 @@ def validate_config(config: Any) -> None:
 
 
 def build_model(config: Any, *, axis_name: str | None = None) -> dsffn_model.DSFFN:
+    dtype = str(config.model.get('dtype', 'float32'))
+    if dtype != 'float32':
+        raise ValueError(f'model.dtype={dtype!r}: DSFFN computes in float32 only (its '
+                         'networks are small MLPs on precomputed features; bfloat16 would '
+                         'save nothing measurable)')
     bn_axis = axis_name if config.model.get('bn_sync', True) else None
     return dsffn_model.build(config, visual_dim=int(config.data.visual_dim),
                              audio_dim=int(config.data.audio_dim), bn_axis_name=bn_axis)
@@ -231,11 +236,15 @@ def _forward(model, pairing: str):
     return _FORWARD_CACHE[key][1]
 
 
-def _features(model, variables, visual, audio, *, pairing, batch_size):
+def pair_features(model, variables, visual, audio, *, pairing, batch_size):
+    """Eval features of every pair; with several processes each computes its share of
+    the batches (the same batches as one process's) and the rows are gathered once."""
+    from dcinet_jax.evaluators import sharding
     fn = _forward(model, pairing)
     n = visual.shape[0]
     ov, oa = [], []
-    for start in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    for start in (starts[i] for i in sharding.process_share(len(starts))):
         v, a = visual[start:start + batch_size], audio[start:start + batch_size]
         pad = batch_size - v.shape[0] if n > batch_size else 0
         if pad:   # one compiled shape; eval-mode rows are independent
@@ -245,7 +254,8 @@ def _features(model, variables, visual, audio, *, pairing, batch_size):
         keep = v.shape[0] - pad
         ov.append(np.asarray(out['visual'])[:keep])
         oa.append(np.asarray(out['audio'])[:keep])
-    return np.concatenate(ov), np.concatenate(oa)
+    rows = np.concatenate(ov), np.concatenate(oa)
+    return sharding.gather_rows(rows) if sharding.shares_work(len(starts)) else rows
 
 
 def split_outputs(model, variables, split, *, pairings, batch_size, seed) -> dict:
@@ -256,11 +266,11 @@ def split_outputs(model, variables, split, *, pairings, batch_size, seed) -> dic
             raise ValueError(f'eval.pairings: {p!r} is not one of {PAIRINGS}')
         if p == 'shuffled':
             perm = partner_permutation(len(split), seed)
-            ov, oa = _features(model, variables, split.visual, split.audio[perm],
+            ov, oa = pair_features(model, variables, split.visual, split.audio[perm],
                                pairing='aligned', batch_size=batch_size)
             out[p] = {'visual': (ov, split.label), 'audio': (oa, split.label[perm])}
         else:
-            ov, oa = _features(model, variables, split.visual, split.audio, pairing=p,
+            ov, oa = pair_features(model, variables, split.visual, split.audio, pairing=p,
                                batch_size=batch_size)
             out[p] = {'visual': (ov, split.label), 'audio': (oa, split.label)}
     return out

@@ -302,7 +302,8 @@ _JITTED: dict = {}
 
 
 def _jitted(model, name: str):
-    """The eval-mode encoders and scorer of `model`, jitted once per model."""
+    """The eval-mode encoders of `model`, jitted once per model; 'tile': the scorer of
+    one tile (`_score_tile`), one function per model, so blockwise compiles it once."""
     key = (model, name)      # equal modules (same fields) share the compiled functions
     if key not in _JITTED:
         from dcinet_jax.models.hslm import HSLM
@@ -312,10 +313,9 @@ def _jitted(model, name: str):
             'images': lambda v, x: model.apply(v, x, train=False, method=HSLM.encode_images),
             'captions': lambda v, t, n: model.apply(v, t, n, train=False,
                                                     method=HSLM.encode_captions),
-            'scores': lambda v, r, c: model.apply(v, r, *c, train=False,
-                                                  method=HSLM.similarity),
         }
-        _JITTED[key] = jax.jit(fns[name])
+        _JITTED[key] = (functools.partial(_score_tile, model) if name == 'tile'
+                        else jax.jit(fns[name]))
     return _JITTED[key]
 
 
@@ -347,6 +347,20 @@ def _finite_block(block: np.ndarray, n: int, start: int, arrays, source: str) ->
                          f'more of these {n} images) hold NaN/Inf; the data is at fault, not '
                          'the checkpoint: fix or re-extract the features')
     return block
+
+
+def tile_scorer(model):
+    """f(variables, regions, (words, lengths)) -> float32 scores of one tile (eval mode),
+    one function per model (`blockwise.sharded_score_matrix` compiles it once)."""
+    return _jitted(model, 'tile')
+
+
+def _score_tile(model, variables, regions, captions):
+    """Eval-mode scores of one (images, captions) tile, float32 whatever the compute
+    dtype (the evaluator ranks them)."""
+    from dcinet_jax.models.hslm import HSLM
+    scores = model.apply(variables, regions, *captions, train=False, method=HSLM.similarity)
+    return scores.astype(jnp.float32)
 
 
 def encode_split(model, variables, arrays, *, batch_size: int, source: str = 'region features'):
@@ -382,18 +396,18 @@ def eval_arrays(config: Any, name: str, *, num_images: int = 0):
 
 def split_scores(model, variables, config, name: str, *, num_images: int = 0) -> dict:
     """{'scores': (N_img, N_cap), 'caption_image': (N_cap,)} of precomp split `name`,
-    scored block by block by the learned head (eval mode)."""
-    from dcinet_jax.evaluators import recall
+    scored block by block by the learned head (eval mode), the tiles spread over every
+    local device and every process (`blockwise.sharded_score_matrix`)."""
+    from dcinet_jax.evaluators import blockwise
     e = config.eval
     arrays = eval_arrays(config, name, num_images=num_images)
     from input_pipeline.precomp import reader as precomp
     source = str(Path(str(config.data_dir)) / precomp.file_names(name)['images'])
     regions, words = encode_split(model, variables, arrays, batch_size=int(e.batch_size),
                                   source=source)
-    scorer = _jitted(model, 'scores')
-    scores = recall.score_matrix(lambda r, c: scorer(variables, r, c), regions,
-                                 (words, arrays.lengths), image_block=int(e.image_block),
-                                 caption_block=int(e.caption_block))
+    scores = blockwise.sharded_score_matrix(
+        tile_scorer(model), variables, regions, (words, arrays.lengths),
+        image_block=int(e.image_block), caption_block=int(e.caption_block))
     return {'scores': scores, 'caption_image': arrays.caption_image}
 
 

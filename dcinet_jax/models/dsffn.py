@@ -51,11 +51,11 @@ def _uniform(bound: float):
     return init
 
 
-def torch_dense(features: int, fan_in: int, *, use_bias: bool = True, name: str | None = None
-                ) -> nn.Dense:
-    """nn.Dense initialised like torch.nn.Linear."""
+def torch_dense(features: int, fan_in: int, *, use_bias: bool = True, name: str | None = None,
+                dtype: Any = None) -> nn.Dense:
+    """nn.Dense initialised like torch.nn.Linear (float32 params; `dtype`: compute dtype)."""
     return nn.Dense(features, use_bias=use_bias, kernel_init=torch_default_kernel_init,
-                    bias_init=torch_default_bias_init(fan_in), name=name)
+                    bias_init=torch_default_bias_init(fan_in), name=name, dtype=dtype)
 
 
 def torch_conv(features: int, fan_in: int, kernel: int, stride: int, pad: int, name: str

@@ -13,6 +13,11 @@
 - `HSLM`: `encode_images`, `encode_captions`, `similarity` (every image with every
   caption) and `__call__` = all three, which creates every variable.
 
+`dtype` ('float32' or 'bfloat16', config `model.dtype`) is the compute dtype of the
+encoders' projections and of the head's attention and similarity vectors; params,
+BatchNorm statistics, softmax weights, the GRU recurrence, the SAF gate and the final
+score stay float32, so scores and the loss are float32 (docs/hslm_model.md#bfloat16).
+
 Padding words never change a caption's score in the default 'masked' text attention
 (tested). Dropout draws from the 'dropout' rng; BatchNorm statistics live in
 'batch_stats' (eval uses the running ones).
@@ -40,6 +45,7 @@ __all__ = ['HSLM', 'ImageEncoder', 'TextEncoder', 'SimilarityHead', 'RelationBlo
 Array = jax.Array
 EMBED_INIT_BOUND = 0.1      # word embedding U(+-0.1)
 L1_EPS = 1e-8               # SAF weights alpha / (sum |alpha| + eps)
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 def word_mask(lengths: Array, max_len: int) -> Array:
@@ -55,14 +61,15 @@ class ImageEncoder(nn.Module):
     relation_heads: int = 4
     relation_head_dim: int = 256
     bn_axis_name: str | None = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, images: Array, *, train: bool) -> Array:
-        x = xavier_dense(self.embed_dim, name='fc')(images.astype(jnp.float32))
+        x = xavier_dense(self.embed_dim, name='fc', dtype=self.dtype)(images.astype(jnp.float32))
         for i in range(self.num_relation_blocks):
             x = RelationBlock(self.embed_dim, self.relation_heads, self.relation_head_dim,
-                              self.bn_axis_name, name=f'relation_{i}')(x, train)
-        return l2norm(x)
+                              self.bn_axis_name, self.dtype, name=f'relation_{i}')(x, train)
+        return _normalised(x, self.dtype)
 
 
 class TextEncoder(nn.Module):
@@ -77,6 +84,7 @@ class TextEncoder(nn.Module):
     num_text_blocks: int = 4
     dropout_rate: float = 0.4
     text_attn_padding: str = 'masked'
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, tokens: Array, lengths: Array, *, train: bool) -> Array:
@@ -86,7 +94,9 @@ class TextEncoder(nn.Module):
         x = nn.Embed(self.vocab_size, self.word_dim, embedding_init=init, name='embed')(tokens)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         for i in range(self.num_text_blocks):
-            x = TextAttention(self.word_dim, self.text_attn_padding, name=f'text_attn_{i}')(x, mask)
+            x = TextAttention(self.word_dim, self.text_attn_padding, self.dtype,
+                              name=f'text_attn_{i}')(x, mask)
+        x = x.astype(jnp.float32)      # the recurrence accumulates: float32 always
 
         # Zero initial states made from the inputs: inside the sharded train step they
         # then carry the inputs' per-device type, which lax.scan requires of its carry.
@@ -95,7 +105,13 @@ class TextEncoder(nn.Module):
             x, initial_carry=h0, seq_lengths=lengths)
         backward = nn.RNN(TorchGRUCell(self.embed_dim, name='gru_backward'), reverse=True,
                           keep_order=True)(x, initial_carry=h0, seq_lengths=lengths)
-        return l2norm((forward + backward) / 2.0)
+        return _normalised((forward + backward) / 2.0, self.dtype)
+
+
+def _normalised(x: Array, dtype: Any) -> Array:
+    """l2norm in float32, then the compute dtype (the norm of a bf16 vector in bf16
+    would lose the unit length the cosine-like head relies on)."""
+    return l2norm(x.astype(jnp.float32)).astype(dtype or jnp.float32)
 
 
 class SimilarityHead(nn.Module):
@@ -109,23 +125,29 @@ class SimilarityHead(nn.Module):
     use_global: bool = True
     caption_chunk: int = 0
     bn_axis_name: str | None = None
+    dtype: Any = None
 
     def similarity_weights(self, name: str) -> tuple[Array, Array]:
         kernel = self.param(f'{name}_kernel', nn.initializers.xavier_uniform(),
                             (self.embed_dim, self.sim_dim))
-        return kernel, self.param(f'{name}_bias', nn.initializers.zeros, (self.sim_dim,))
+        bias = self.param(f'{name}_bias', nn.initializers.zeros, (self.sim_dim,))
+        dt = self.dtype or jnp.float32
+        return kernel.astype(dt), bias.astype(dt)
 
     @nn.compact
     def __call__(self, regions: Array, words: Array, lengths: Array, *, train: bool) -> Array:
         if not (self.use_local or self.use_global):
             raise ValueError('SimilarityHead: use_local and use_global cannot both be False')
         num_images, num_captions = regions.shape[0], words.shape[0]
+        dt = self.dtype or jnp.float32
+        regions, words = regions.astype(dt), words.astype(dt)
         mask = word_mask(lengths, words.shape[1])
         vectors, vector_mask = [], []
         if self.use_global:
             image_global = VisualSelfAttention(self.embed_dim, self.dropout_rate,
-                                               self.bn_axis_name, name='visual_pool')(regions, train)
-            text_global = TextSelfAttention(self.embed_dim, self.dropout_rate,
+                                               self.bn_axis_name, self.dtype,
+                                               name='visual_pool')(regions, train)
+            text_global = TextSelfAttention(self.embed_dim, self.dropout_rate, self.dtype,
                                             name='text_pool')(words, mask, train)
             s0 = similarity_vector(image_global[:, None], text_global[None],
                                    *self.similarity_weights('global_sim'))
@@ -136,7 +158,7 @@ class SimilarityHead(nn.Module):
                 regions, words, mask, *self.similarity_weights('local_sim'),
                 smooth=self.smooth, caption_chunk=self.caption_chunk))
             vector_mask.append(jnp.broadcast_to(mask[None], (num_images, *mask.shape)))
-        vectors = jnp.concatenate(vectors, axis=2)                        # (Bi, Bc, T, S)
+        vectors = jnp.concatenate(vectors, axis=2).astype(jnp.float32)   # (Bi, Bc, T, S)
         vector_mask = jnp.concatenate(vector_mask, axis=2)                # (Bi, Bc, T)
         gate = xavier_dense(1, name='saf_gate')(vectors)
         gate = MaskedBatchNorm(axis_name=self.bn_axis_name, name='saf_bn')(
@@ -165,6 +187,7 @@ class HSLM(nn.Module):
     use_global: bool = True
     caption_chunk: int = 0
     bn_axis_name: str | None = None
+    dtype: Any = None
 
     def setup(self) -> None:
         if self.text_attn_padding not in TEXT_ATTN_PADDINGS:
@@ -177,13 +200,13 @@ class HSLM(nn.Module):
                              'must be >= 0')
         self.image_encoder = ImageEncoder(self.embed_dim, self.num_relation_blocks,
                                           self.relation_heads, self.relation_head_dim,
-                                          self.bn_axis_name)
+                                          self.bn_axis_name, self.dtype)
         self.text_encoder = TextEncoder(self.vocab_size, self.embed_dim, self.word_dim,
                                         self.num_text_blocks, self.dropout_rate,
-                                        self.text_attn_padding)
+                                        self.text_attn_padding, self.dtype)
         self.head = SimilarityHead(self.embed_dim, self.sim_dim, self.dropout_rate, self.smooth,
                                    self.use_local, self.use_global, self.caption_chunk,
-                                   self.bn_axis_name)
+                                   self.bn_axis_name, self.dtype)
 
     def encode_images(self, images: Array, *, train: bool) -> Array:
         """(B, R, D) -> (B, R, E) l2-normalised regions."""
@@ -213,4 +236,13 @@ def build(config: Any, *, bn_axis_name: str | None = None) -> HSLM:
                 relation_head_dim=int(m.relation_head_dim), dropout_rate=float(m.dropout_rate),
                 smooth=float(m.smooth), text_attn_padding=str(m.text_attn_padding),
                 use_local=bool(m.use_local), use_global=bool(m.use_global),
-                caption_chunk=int(m.caption_chunk), bn_axis_name=bn_axis_name)
+                caption_chunk=int(m.caption_chunk), bn_axis_name=bn_axis_name,
+                dtype=compute_dtype(m))
+
+
+def compute_dtype(model_config: Any) -> Any:
+    """`model.dtype` as a jnp dtype; None (float32, the default) for 'float32'."""
+    name = str(model_config.get('dtype', 'float32'))
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"model.dtype={name!r}: HSLM computes in one of {COMPUTE_DTYPES}")
+    return None if name == 'float32' else jnp.dtype(name)

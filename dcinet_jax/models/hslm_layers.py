@@ -5,9 +5,14 @@ Each block is a pure Flax module; `models/hslm.py` stacks them into the encoders
 similarity head. Initialisers follow the reference (docs/hslm_model.md#init): Xavier-uniform
 kernels with zero biases for the text attention and the poolings, PyTorch's default
 U(+-1/sqrt(fan_in)) for the relation block's projections.
+
+`dtype` (None: float32) is the compute dtype of the projections and products; params,
+BatchNorm statistics and softmax weights stay float32 (docs/hslm_model.md#bfloat16).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +30,10 @@ TEXT_ATTN_PADDINGS = ('masked', 'reference')
 _MASKED_LOGIT = -1e30      # softmax weight of a padding word (exactly 0 after exp)
 
 
-def xavier_dense(features: int, name: str | None = None) -> nn.Dense:
+def xavier_dense(features: int, name: str | None = None, dtype=None) -> nn.Dense:
     """Dense with a Xavier-uniform kernel and a zero bias (the reference's `init_weights`)."""
     return nn.Dense(features, kernel_init=nn.initializers.xavier_uniform(),
-                    bias_init=nn.initializers.zeros, name=name)
+                    bias_init=nn.initializers.zeros, name=name, dtype=dtype)
 
 
 class RelationBlock(nn.Module):
@@ -44,18 +49,21 @@ class RelationBlock(nn.Module):
     heads: int = 4
     head_dim: int = 256
     bn_axis_name: str | None = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        e, width = self.embed_dim, self.heads * self.head_dim
-        mu = torch_dense(e, width, name='fc_mu')(torch_dense(width, e, name='theta')(x))
-        nu = torch_dense(e, width, name='fc_nu')(torch_dense(width, e, name='phi')(x))
+        e, width, dt = self.embed_dim, self.heads * self.head_dim, self.dtype
+        mu = torch_dense(e, width, name='fc_mu', dtype=dt)(
+            torch_dense(width, e, name='theta', dtype=dt)(x))
+        nu = torch_dense(e, width, name='fc_nu', dtype=dt)(
+            torch_dense(width, e, name='phi', dtype=dt)(x))
         relation = jnp.einsum('bie,bje->bij', mu, nu) / x.shape[1]
-        y = relation @ torch_dense(e, e, name='w_g')(x)
-        y = torch_dense(e, e, name='w_r')(y)
+        y = relation @ torch_dense(e, e, name='w_g', dtype=dt)(x)
+        y = torch_dense(e, e, name='w_r', dtype=dt)(y)
         y = BatchNorm(axis_name=self.bn_axis_name, scale_init=nn.initializers.zeros,
-                      name='bn')(y, train)
-        return y + x
+                      dtype=y.dtype, name='bn')(y, train)
+        return y + x.astype(y.dtype)
 
 
 class TextAttention(nn.Module):
@@ -69,15 +77,17 @@ class TextAttention(nn.Module):
 
     word_dim: int
     padding: str = 'masked'
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, word_mask: Array) -> Array:
         if self.padding not in TEXT_ATTN_PADDINGS:
             raise ValueError(f'TextAttention.padding must be one of {TEXT_ATTN_PADDINGS}, '
                              f'got {self.padding!r}')
-        k = jnp.tanh(xavier_dense(self.word_dim, name='key')(x))
-        q = jnp.tanh(xavier_dense(self.word_dim, name='query')(x))
-        u = jnp.tanh(xavier_dense(self.word_dim, name='value')(x))
+        k = jnp.tanh(xavier_dense(self.word_dim, name='key', dtype=self.dtype)(x))
+        q = jnp.tanh(xavier_dense(self.word_dim, name='query', dtype=self.dtype)(x))
+        u = jnp.tanh(xavier_dense(self.word_dim, name='value', dtype=self.dtype)(x))
+        x = x.astype(u.dtype)
         if self.padding == 'masked':
             q = q * word_mask[..., None]
             count = jnp.maximum(jnp.sum(word_mask, axis=1), 1).astype(x.dtype)[:, None, None]
@@ -98,18 +108,21 @@ class VisualSelfAttention(nn.Module):
     embed_dim: int
     dropout_rate: float = 0.4
     bn_axis_name: str | None = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
-        local = xavier_dense(self.embed_dim, name='local')(x)
-        local = BatchNorm(axis_name=self.bn_axis_name, name='bn_local')(
+        dt = self.dtype
+        local = xavier_dense(self.embed_dim, name='local', dtype=dt)(x)
+        local = BatchNorm(axis_name=self.bn_axis_name, dtype=local.dtype, name='bn_local')(
             jnp.swapaxes(local, 1, 2), train)
         local = drop(jnp.tanh(jnp.swapaxes(local, 1, 2)))
-        glob = xavier_dense(self.embed_dim, name='global')(jnp.mean(x, axis=1))
-        glob = drop(jnp.tanh(BatchNorm(axis_name=self.bn_axis_name, name='bn_global')(glob, train)))
-        logits = xavier_dense(1, name='common')(local * glob[:, None, :])[..., 0]
-        weights = jax.nn.softmax(logits, axis=1)
+        glob = xavier_dense(self.embed_dim, name='global', dtype=dt)(jnp.mean(x, axis=1))
+        glob = drop(jnp.tanh(BatchNorm(axis_name=self.bn_axis_name, dtype=glob.dtype,
+                                       name='bn_global')(glob, train)))
+        logits = xavier_dense(1, name='common', dtype=dt)(local * glob[:, None, :])[..., 0]
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=1).astype(x.dtype)
         return l2norm(jnp.einsum('bk,bke->be', weights, x))
 
 
@@ -122,17 +135,20 @@ class TextSelfAttention(nn.Module):
 
     embed_dim: int
     dropout_rate: float = 0.4
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, word_mask: Array, train: bool) -> Array:
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+        dt = self.dtype
         maskf = word_mask.astype(x.dtype)
         mean = jnp.sum(x * maskf[..., None], axis=1) / jnp.maximum(
             jnp.sum(maskf, axis=1, keepdims=True), 1.0)
-        local = drop(jnp.tanh(xavier_dense(self.embed_dim, name='local')(x)))
-        glob = drop(jnp.tanh(xavier_dense(self.embed_dim, name='global')(mean)))
-        logits = xavier_dense(1, name='common')(local * glob[:, None, :])[..., 0]
-        weights = jax.nn.softmax(jnp.where(word_mask, logits, _MASKED_LOGIT), axis=1)
+        local = drop(jnp.tanh(xavier_dense(self.embed_dim, name='local', dtype=dt)(x)))
+        glob = drop(jnp.tanh(xavier_dense(self.embed_dim, name='global', dtype=dt)(mean)))
+        logits = xavier_dense(1, name='common', dtype=dt)(local * glob[:, None, :])[..., 0]
+        logits = jnp.where(word_mask, logits.astype(jnp.float32), _MASKED_LOGIT)
+        weights = jax.nn.softmax(logits, axis=1).astype(x.dtype)
         return l2norm(jnp.einsum('bk,bke->be', weights, x))
 
 

@@ -274,13 +274,13 @@ def format_table(r: dict[str, Any]) -> str:
     return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
 
 
-def _finite_json(obj: Any) -> Any:
+def finite_json(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     if isinstance(obj, dict):
-        return {str(k): _finite_json(v) for k, v in obj.items()}
+        return {str(k): finite_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
+        return [finite_json(v) for v in obj]
     return obj
 
 
@@ -375,7 +375,7 @@ def bench_main(config: Any, *, batch_per_modality: int | None = None, steps: int
     if json_out:
         path = Path(json_out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_finite_json(result), indent=2, default=str))
+        path.write_text(json.dumps(finite_json(result), indent=2, default=str))
         if print_table:
             print(f'figures written to {path}')
     return result

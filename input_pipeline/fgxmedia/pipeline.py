@@ -34,7 +34,7 @@ naming the split and the label.
 Evaluation (`create_eval_iterators`): every item of the split once, in list order,
 centre crop, no shift; batches of eval_batch_size with 'mask' False on padding rows
 (label, index, video = -1 there) and 'index' the item's position in its list file.
-Every process reads the whole split (evaluation runs the same on each).
+Every process reads the whole split, or, given a `share`, its own range of the batches.
 
 TensorFlow is told to see no GPU before anything else: the accelerator belongs to JAX.
 """
@@ -308,6 +308,7 @@ class EvalData:
     dataset: tf.data.Dataset
     num_batches: int
     num_examples: int      # items of the split
+    process_share: bool = False   # True: only this process's batches (gather after)
 
     def __iter__(self) -> Iterator[dict]:
         return self.dataset.as_numpy_iterator()
@@ -316,12 +317,18 @@ class EvalData:
         return self.num_batches
 
 
-def create_eval_iterators(config: Any, split: str = 'test') -> dict[str, Iterable[dict]]:
+def create_eval_iterators(config: Any, split: str = 'test', *,
+                          share: Callable[[int], range] | None = None
+                          ) -> dict[str, Iterable[dict]]:
     """Per modality of config.data.modalities, every item of `split` exactly once.
 
     Batches: {'inputs', 'label' int32, 'mask' bool, 'index' int32} (+ 'video' int32 for
     video frames) of eval_batch_size rows, the last batch padded. Every process that
-    calls this reads the whole split.
+    calls this reads the whole split, unless `share` (number of batches -> the range
+    of them this process takes, `dcinet_jax.evaluators.sharding.process_share`) gives
+    a part: then this process reads and decodes only those batches (the same batches,
+    with the same items, as the whole split's) and the EvalData's `process_share` says
+    so, for the feature extractor to gather the rows of every process.
     """
     eb = int(config.data.eval_batch_size)
     if eb <= 0:
@@ -333,7 +340,10 @@ def create_eval_iterators(config: Any, split: str = 'test') -> dict[str, Iterabl
         name = _split_name(builder, m, split)
         n = int(builder.info.splits[name].num_examples)
         num_batches = math.ceil(n / eb)
+        part = range(num_batches) if share is None else share(num_batches)
+        first, last = part.start * eb, min(n, part.stop * eb)   # this share's items
         ds = builder.as_dataset(split=name, shuffle_files=False)
+        ds = ds.skip(first).take(last - first)
         decode = _decode_fn(config, m, train=False)
         key = 'text' if m == 'text' else 'image'
         with_video = m == 'video'
@@ -348,7 +358,9 @@ def create_eval_iterators(config: Any, split: str = 'test') -> dict[str, Iterabl
         ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         pad = {k: (tf.zeros(v.shape, v.dtype) if k in ('inputs', 'mask')
                    else tf.constant(-1, tf.int32)) for k, v in ds.element_spec.items()}
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(num_batches * eb - n))
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(
+            len(part) * eb - (last - first)))
         ds = ds.batch(eb, drop_remainder=True).prefetch(max(1, int(config.data.prefetch)))
-        out[m] = EvalData(ds.with_options(_options()), num_batches, n)
+        out[m] = EvalData(ds.with_options(_options()), len(part), n,
+                          len(part) < num_batches)
     return out
