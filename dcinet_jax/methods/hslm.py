@@ -25,87 +25,25 @@ running statistics come back identical on every device.
 from __future__ import annotations
 
 import functools
-import logging
 from pathlib import Path
 from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from dcinet_jax import losses, parallel
+from dcinet_jax.methods.hslm_data import (  # noqa: F401 - the contract's data hooks
+    _eval_arrays, _split, _vocab, data_description, eval_arrays, split_tokens, validate_data,
+    vocab, vocab_file)
+from dcinet_jax.methods.hslm_eval import (  # noqa: F401 - the contract's evaluation hook
+    SWITCHES, encode_split, eval_outputs, split_scores, tile_scorer)
 
 DEFAULT_EVALUATOR = 'recall'
-SWITCHES = ('use_local', 'use_global', 'num_relation_blocks', 'num_text_blocks',
-            'text_attn_padding')
 INIT_LENGTH = 8          # caption length used to create the variables (any length works)
 
 
 # ----------------------------------------------------------------------------- data
-
-@functools.lru_cache(maxsize=4)
-def _vocab(data_dir: str, vocab_path: str, min_count: int, train_split: str = 'train'):
-    """The vocab JSON, or one built from the train captions (deterministic)."""
-    from input_pipeline.precomp import captions, reader as precomp
-    if vocab_path:
-        return captions.Vocab.load(vocab_file(data_dir, vocab_path))
-    train = precomp.open_split(data_dir, train_split)
-    logging.info('hslm: building the vocabulary from %d train captions (min count %d); '
-                 'set data.vocab_path to a vocab JSON to skip this', len(train.captions),
-                 min_count)
-    return captions.Vocab.build(train.captions, min_count=min_count)
-
-
-def vocab_file(data_dir: str, vocab_path: str) -> Path:
-    """`vocab_path` as given when it exists or is absolute, else inside `data_dir`."""
-    path = Path(vocab_path)
-    if not path.is_absolute() and not path.exists():
-        path = Path(data_dir) / path
-    return path
-
-
-def vocab(config: Any):
-    """The run's vocabulary (cached per process)."""
-    return _vocab(*_vocab_key(config))
-
-
-def _vocab_key(config: Any) -> tuple:
-    d = config.data
-    return (str(config.data_dir), str(d.get('vocab_path', '') or ''),
-            int(d.get('min_word_count', 4)), str(d.get('train_split', 'train')))
-
-
-@functools.lru_cache(maxsize=8)
-def _split(data_dir: str, name: str):
-    from input_pipeline.precomp import reader as precomp
-    return precomp.open_split(data_dir, name)
-
-
-@functools.lru_cache(maxsize=8)
-def _tokens(data_dir: str, name: str, vocab_key: tuple, max_length: int | None):
-    from input_pipeline.precomp import reader as precomp
-    vocab_obj = _vocab(*vocab_key)
-    return precomp.encode_captions(_split(data_dir, name), vocab_obj, max_length=max_length)
-
-
-def split_tokens(config: Any, name: str):
-    """(split, tokens (N_caps, L) int32, lengths) of precomp split `name`, cached."""
-    d = config.data
-    key = _vocab_key(config)
-    max_length = int(d.get('max_length', 0)) or None
-    return (_split(str(config.data_dir), name),
-            *_tokens(str(config.data_dir), name, key, max_length))
-
-
-def data_description(config: Any) -> dict:
-    """The data card of the precomp folder this config reads (results.json "data")."""
-    from input_pipeline import data_card
-    from input_pipeline.precomp import manifest
-    data_dir = data_card.data_dir_of(config)
-    vocab_path = str(config.data.get('vocab_path', '') or '')
-    return manifest.describe(data_dir, vocab_file(data_dir, vocab_path) if vocab_path else None)
-
 
 def _has_data(config: Any) -> bool:
     d = config.data
@@ -294,148 +232,6 @@ def synthetic_batch(rng: jax.Array, config: Any) -> dict:
     tokens = jnp.where(pos >= lengths[:, None], 0, tokens)
     return {'images': images, 'tokens': tokens, 'lengths': lengths,
             'image_index': jnp.arange(b, dtype=jnp.int32)}
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-_JITTED: dict = {}
-
-
-def _jitted(model, name: str):
-    """The eval-mode encoders of `model`, jitted once per model; 'tile': the scorer of
-    one tile (`_score_tile`), one function per model, so blockwise compiles it once."""
-    key = (model, name)      # equal modules (same fields) share the compiled functions
-    if key not in _JITTED:
-        from dcinet_jax.models.hslm import HSLM
-        if len(_JITTED) > 12:
-            _JITTED.clear()
-        fns = {
-            'images': lambda v, x: model.apply(v, x, train=False, method=HSLM.encode_images),
-            'captions': lambda v, t, n: model.apply(v, t, n, train=False,
-                                                    method=HSLM.encode_captions),
-        }
-        _JITTED[key] = (functools.partial(_score_tile, model) if name == 'tile'
-                        else jax.jit(fns[name]))
-    return _JITTED[key]
-
-
-def validate_data(config: Any) -> None:
-    """Every split the run reads (train, eval.test_split, eval.dev_split) opens (the
-    reader checks dtype, rank and the caption count: 5 per image) and has the train
-    split's region count and width, before the first step rather than at the final
-    evaluation."""
-    from input_pipeline.errors import DataError
-    from input_pipeline.precomp import reader as precomp
-    d, e = config.data, config.eval
-    train = _split(str(config.data_dir), str(d.train_split))
-    for name in [str(e.test_split)] + ([str(e.dev_split)] if e.get('dev_split', '') else []):
-        split = _split(str(config.data_dir), name)
-        if split.images.shape[1:] != train.images.shape[1:]:
-            raise DataError(str(Path(str(config.data_dir)) / precomp.file_names(name)['images']),
-                            f'{split.region_count} regions of width {split.feature_dim}, '
-                            f'but the train split has {train.region_count} of width '
-                            f'{train.feature_dim}')
-
-
-def _finite_block(block: np.ndarray, n: int, start: int, arrays, source: str) -> np.ndarray:
-    """The block, after checking the region features the model reads are finite: NaN
-    input is the data's fault, and would otherwise be blamed on the checkpoint."""
-    bad = ~np.isfinite(block[:n]).reshape(n, -1).all(axis=1)
-    if bad.any():
-        row = int(arrays.image_rows[start + int(np.argmax(bad))])
-        raise ValueError(f'{source}: region features of row {row} (and {int(bad.sum()) - 1} '
-                         f'more of these {n} images) hold NaN/Inf; the data is at fault, not '
-                         'the checkpoint: fix or re-extract the features')
-    return block
-
-
-def tile_scorer(model):
-    """f(variables, regions, (words, lengths)) -> float32 scores of one tile (eval mode),
-    one function per model (`blockwise.sharded_score_matrix` compiles it once)."""
-    return _jitted(model, 'tile')
-
-
-def _score_tile(model, variables, regions, captions):
-    """Eval-mode scores of one (images, captions) tile, float32 whatever the compute
-    dtype (the evaluator ranks them)."""
-    from dcinet_jax.models.hslm import HSLM
-    scores = model.apply(variables, regions, *captions, train=False, method=HSLM.similarity)
-    return scores.astype(jnp.float32)
-
-
-def encode_split(model, variables, arrays, *, batch_size: int, source: str = 'region features'):
-    """Eval-mode region embeddings (N_img, R, d) and word embeddings (N_cap, L, d) of an
-    `EvalArrays` (distinct images read block by block from the memmap, checked finite)."""
-    from dcinet_jax.evaluators import blockwise
-    enc_img, enc_cap = _jitted(model, 'images'), _jitted(model, 'captions')
-    b = min(batch_size, arrays.num_images)
-    regions = np.concatenate([
-        np.asarray(enc_img(variables, _finite_block(block, n, i * b, arrays, source)))[:n]
-        for i, (block, n) in enumerate(arrays.image_blocks(b))])
-    words = blockwise.map_blocks(lambda tl: enc_cap(variables, *tl),
-                                 (arrays.tokens, arrays.lengths), batch_size)
-    return regions, words
-
-
-@functools.lru_cache(maxsize=4)
-def _eval_arrays(data_dir: str, name: str, vocab_key: tuple, max_images: int | None,
-                 max_length: int | None):
-    from input_pipeline.precomp import reader as precomp
-    return precomp.eval_arrays(_split(data_dir, name), _vocab(*vocab_key),
-                               max_images=max_images, max_length=max_length)
-
-
-def eval_arrays(config: Any, name: str, *, num_images: int = 0):
-    """The split's distinct images and their captions, encoded (cached per process);
-    `num_images` > 0 keeps the first images (the reference validates on 1,000)."""
-    d = config.data
-    key = _vocab_key(config)
-    return _eval_arrays(str(config.data_dir), name, key, num_images or None,
-                        int(d.get('max_length', 0)) or None)
-
-
-def split_scores(model, variables, config, name: str, *, num_images: int = 0) -> dict:
-    """{'scores': (N_img, N_cap), 'caption_image': (N_cap,)} of precomp split `name`,
-    scored block by block by the learned head (eval mode), the tiles spread over every
-    local device and every process (`blockwise.sharded_score_matrix`)."""
-    from dcinet_jax.evaluators import blockwise
-    e = config.eval
-    arrays = eval_arrays(config, name, num_images=num_images)
-    from input_pipeline.precomp import reader as precomp
-    source = str(Path(str(config.data_dir)) / precomp.file_names(name)['images'])
-    regions, words = encode_split(model, variables, arrays, batch_size=int(e.batch_size),
-                                  source=source)
-    scores = blockwise.sharded_score_matrix(
-        tile_scorer(model), variables, regions, (words, arrays.lengths),
-        image_block=int(e.image_block), caption_block=int(e.caption_block))
-    return {'scores': scores, 'caption_image': arrays.caption_image}
-
-
-def eval_outputs(model, variables, config) -> dict:
-    """Score matrices of the test split (`eval.test_split`) and, for model selection,
-    of the first `eval.dev_images` images of `eval.dev_split` ('' skips it).
-
-    `eval.ensemble_workdirs` (comma-separated workdirs of runs with the same config)
-    adds the test score matrix of each one's latest checkpoint: the evaluator averages
-    the list, an ensemble (docs/recall.md#ensembles). Dev, and so model selection,
-    stays the single model's."""
-    e = config.eval
-    test = split_scores(model, variables, config, str(e.test_split))
-    members = [w.strip() for w in str(e.get('ensemble_workdirs', '')).split(',') if w.strip()]
-    if members:
-        from dcinet_jax import evaluate_checkpoint   # restores checkpoints, as `dcinet eval`
-        scores = [test['scores']]
-        for workdir in members:
-            _, member, step = evaluate_checkpoint.restore_for_eval(config, workdir)
-            logging.info('ensemble: %s step %d', workdir, step)
-            scores.append(split_scores(model, member, config, str(e.test_split))['scores'])
-        test = dict(test, scores=scores)
-    outputs = {'test': test}
-    if e.get('dev_split', ''):
-        outputs['dev'] = split_scores(model, variables, config, str(e.dev_split),
-                                      num_images=int(e.get('dev_images', 0)))
-    outputs['info'] = {'switches': {k: config.model[k] for k in SWITCHES}}
-    return outputs
 
 
 def describe(config: Any) -> str:
