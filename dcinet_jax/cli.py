@@ -244,9 +244,29 @@ def bench(argv):
                           'compilation_cache_dir)', flag_values=fv)
         flags.DEFINE_bool('torch_compile', False, 'torch.compile the PyTorch peer',
                           flag_values=fv)
+        flags.DEFINE_enum('conv1x1', None, ['conv', 'einsum', 'both'],
+                          "ResNet 1x1 convolutions: one path (= --config.model.conv1x1), or "
+                          "'both' side by side in alternated windows with their ratio",
+                          flag_values=fv)
+        flags.DEFINE_integer('rounds', 2, 'with --conv1x1 both: timed windows per path',
+                             flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet bench')
+    if fv.conv1x1 == 'both':
+        from dcinet_jax.perf import conv1x1 as pair_lib
+        result = pair_lib.bench_conv1x1_pair(
+            _config(fv), steps=fv.steps, rounds=fv.rounds,
+            batch_per_modality=fv.batch_per_modality, dtype=fv.dtype, peer=fv.peer,
+            torch_compile=fv.torch_compile)
+        print(pair_lib.format_pair(result))
+        if fv.json_out:
+            from dcinet_jax.perf import bench as bench_lib
+            print(f'figures written to {bench_lib.write_json(fv.json_out, result)}')
+        return
     from dcinet_jax.perf import bench as bench_lib
-    bench_lib.bench_main(_config(fv), batch_per_modality=fv.batch_per_modality,
+    config = _config(fv)
+    if fv.conv1x1:
+        config.model.conv1x1 = fv.conv1x1
+    bench_lib.bench_main(config, batch_per_modality=fv.batch_per_modality,
                          steps=fv.steps, dtype=fv.dtype, peer=fv.peer,
                          find_max_batch=fv.find_max_batch, json_out=fv.json_out,
                          cache_check=fv.cache_check, torch_compile=fv.torch_compile)
