@@ -10,6 +10,7 @@ float32 network and the einsum path's error held to that of the conv path.
 """
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from dcinet_jax import checkpoints, models, state as state_lib
+from dcinet_jax import checkpoints, cli, models, state as state_lib
 from dcinet_jax.models.backbones import registry
 from dcinet_jax.models.backbones.resnet import Conv1x1, ResNet, _conv
 
@@ -194,3 +195,24 @@ def test_checkpoints_are_interchangeable(test_config, tmp_path):
         s.variables(), x)['logits']
         for (m, t), s in zip(trainers.items(), (saved, restored))}
     scaled_close(out['conv'], out['einsum'], 1e-5)
+
+
+@pytest.mark.slow
+def test_cli_bench_both_paths(tmp_path, capsys):
+    """`dcinet bench --conv1x1 both`: one run times both paths, alternated, with their ratio."""
+    out = tmp_path / 'pair.json'
+    cli.main(['bench', '--config', 'configs/test.py', '--conv1x1', 'both', '--steps', '2',
+              '--rounds', '2', '--json_out', str(out)])
+    printed = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert set(r['paths']) == {'conv', 'einsum'} and r['rounds'] == 2 and r['peer'] is None
+    for f in r['paths'].values():
+        assert len(f['window_step_times_s']) == 2 and f['step_time_s'] > 0
+        assert f['images_per_sec'] == pytest.approx(f['images_per_step'] / f['step_time_s'])
+        assert np.isfinite(f['final_loss']) and f['flops_per_step'] > 0
+    assert r['einsum_over_conv'] == pytest.approx(
+        r['paths']['einsum']['images_per_sec'] / r['paths']['conv']['images_per_sec'])
+    # The same model, step and data: the paths differ only in float summation order.
+    assert r['paths']['einsum']['final_loss'] == pytest.approx(
+        r['paths']['conv']['final_loss'], rel=1e-3)
+    assert 'einsum / conv images/s' in printed
