@@ -7,7 +7,7 @@
     dcinet train     --config FILE --workdir DIR [--config.field=value ...]
     dcinet eval      --config FILE --workdir DIR [--step N]
     dcinet bench     --config FILE [--batch_per_modality N --steps K --dtype bfloat16|float32
-                     --peer torch]
+                     --peer torch --conv1x1 conv|einsum|both --rounds R]
     dcinet profile   --config FILE --workdir DIR [--steps a:b]
     dcinet report    --config FILE --workdir DIR [--out DIR --step N --top_k 5 --queries 3]
     dcinet index     --config FILE --workdir DIR [--split test | --folder DIR] [--step N --name X]
