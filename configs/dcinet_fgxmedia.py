@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.vit_grid = 0              # side of the ViT map given to CMSI/CMCI; 0 = ceil(image_size / 32)
     m.dtype = 'float32'         # compute dtype: 'float32' or 'bfloat16' (params stay float32)
     m.zero_init_last_bn = False
+    m.conv1x1 = 'auto'          # ResNet 1x1 convs: 'conv' (lax.conv), 'einsum' (channel matmul) or 'auto' (einsum on CPU, conv elsewhere; docs/model.md#1x1-convolutions)
     m.text_embed_dim = 16
     m.text_hidden = 0           # 0: text_length // 2 (224 at 448)
     m.text_norm = 'none'        # 'batch': BatchNorm on the text image (ours; docs/fgcrossnet.md)

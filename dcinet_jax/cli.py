@@ -9,7 +9,7 @@
     dcinet eval      --config FILE (--workdir DIR [--step N] | --weights FILE [--workdir DIR])
     dcinet export    --config FILE --workdir DIR --out FILE [--step N --format safetensors --force]
     dcinet bench     --config FILE [--batch_per_modality N --steps K --dtype bfloat16|float32
-                     --peer torch]
+                     --peer torch --conv1x1 conv|einsum|both --rounds R]
     dcinet bench     --suite gpu [--tiny --out_dir benchmarks]   (every GPU figure, one command)
     dcinet profile   --config FILE --workdir DIR [--steps a:b]
     dcinet report    --config FILE --workdir DIR [--out DIR --step N --top_k 5 --queries 3]
@@ -301,14 +301,34 @@ def bench(argv):
                           'compilation_cache_dir)', flag_values=fv)
         flags.DEFINE_bool('torch_compile', False, 'torch.compile the PyTorch peer',
                           flag_values=fv)
+        flags.DEFINE_enum('conv1x1', None, ['conv', 'einsum', 'both'],
+                          "ResNet 1x1 convolutions: one path (= --config.model.conv1x1), or "
+                          "'both' side by side in alternated windows with their ratio",
+                          flag_values=fv)
+        flags.DEFINE_integer('rounds', 2, 'with --conv1x1 both: timed windows per path',
+                             flag_values=fv)
     fv = _flag_values(argv, define, 'dcinet bench')
     if fv.suite == 'gpu':
         from dcinet_jax.perf import gpu_suite
         gpu_suite.run_suite(tiny=fv.tiny, out_dir=fv.out_dir,
                             results_md=Path(fv.out_dir) / 'RESULTS.md')
         return
+    if fv.conv1x1 == 'both':
+        from dcinet_jax.perf import conv1x1 as pair_lib
+        result = pair_lib.bench_conv1x1_pair(
+            _config(fv), steps=fv.steps, rounds=fv.rounds,
+            batch_per_modality=fv.batch_per_modality, dtype=fv.dtype, peer=fv.peer,
+            torch_compile=fv.torch_compile)
+        print(pair_lib.format_pair(result))
+        if fv.json_out:
+            from dcinet_jax.perf import bench as bench_lib
+            print(f'figures written to {bench_lib.write_json(fv.json_out, result)}')
+        return
     from dcinet_jax.perf import bench as bench_lib
-    bench_lib.bench_main(_config(fv), batch_per_modality=fv.batch_per_modality,
+    config = _config(fv)
+    if fv.conv1x1:
+        config.model.conv1x1 = fv.conv1x1
+    bench_lib.bench_main(config, batch_per_modality=fv.batch_per_modality,
                          steps=fv.steps, dtype=fv.dtype, peer=fv.peer,
                          find_max_batch=fv.find_max_batch, json_out=fv.json_out,
                          cache_check=fv.cache_check, torch_compile=fv.torch_compile)

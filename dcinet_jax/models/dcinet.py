@@ -50,6 +50,7 @@ class DCINet(nn.Module):
     cut: str = 'layer4'
     dtype: Any = jnp.float32
     zero_init_last_bn: bool = False
+    conv1x1: str = 'conv'       # ResNet 1x1 convolutions: 'conv' | 'einsum' (resolved, no 'auto')
     text_length: int = 448
     text_vocab_size: int = VOCAB_SIZES['lower_space']
     text_embed_dim: int = 16
@@ -64,7 +65,8 @@ class DCINet(nn.Module):
             self.backbone = CCRN(stage_sizes=tuple(self.stage_sizes), block=self.block,
                                  num_filters=self.num_filters, num_classes=self.num_classes,
                                  dtype=self.dtype, zero_init_last_bn=self.zero_init_last_bn,
-                                 bn_axis_name=self.bn_axis_name, cut=self.cut)
+                                 bn_axis_name=self.bn_axis_name, cut=self.cut,
+                                 conv1x1=self.conv1x1)
         else:
             self.backbone = backbones.create(self.arch, dict(self.arch_kwargs),
                                              num_classes=self.num_classes, dtype=self.dtype,
@@ -175,7 +177,8 @@ def build_model(config: Any, bn_axis_name: str | None = None) -> DCINet:
     if fam == 'resnet':
         return DCINet(stage_sizes=kwargs['stage_sizes'], block=kwargs['block'],
                       num_filters=kwargs['num_filters'],
-                      zero_init_last_bn=kwargs['zero_init_last_bn'], **common)
+                      zero_init_last_bn=kwargs['zero_init_last_bn'],
+                      conv1x1=kwargs['conv1x1'], **common)
     return DCINet(stage_sizes=(), arch=fam, arch_kwargs=tuple(sorted(kwargs.items())), **common)
 
 

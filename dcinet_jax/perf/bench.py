@@ -373,9 +373,15 @@ def bench_main(config: Any, *, batch_per_modality: int | None = None, steps: int
     if print_table:
         print(format_table(result), flush=True)
     if json_out:
-        path = Path(json_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(finite_json(result), indent=2, default=str))
+        path = write_json(json_out, result)
         if print_table:
             print(f'figures written to {path}')
     return result
+
+
+def write_json(json_out: str, result: dict[str, Any]) -> Path:
+    """Writes a bench result as JSON (non-finite floats as strings); returns the path."""
+    path = Path(json_out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finite_json(result), indent=2, default=str))
+    return path

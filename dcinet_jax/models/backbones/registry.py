@@ -25,14 +25,30 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 from dcinet_jax.models.ccrn import CCRN, CUT_POINTS
-from dcinet_jax.models.backbones.resnet import BLOCK_EXPANSION, RESNET_SPECS
+from dcinet_jax.models.backbones.resnet import BLOCK_EXPANSION, CONV1X1_MODES, RESNET_SPECS
 from dcinet_jax.models.backbones.vgg import VGG, VGG_CFGS, VGG_CUT_POINTS, VGG_HEADS
 from dcinet_jax.models.backbones.vit import VIT_SPECS, ViT, vit_cut_points
 
 VGG_NAMES = tuple(sorted([*VGG_CFGS, *(f'{n}_bn' for n in VGG_CFGS)]))
 FAMILIES = {'resnet': CCRN, 'vgg': VGG, 'vit': ViT}
 BACKBONE_NAMES = tuple(sorted(RESNET_SPECS)) + ('custom',) + VGG_NAMES + tuple(sorted(VIT_SPECS))
+# `model.conv1x1='auto'` by `jax.default_backend()`: the faster path where it was measured
+# (benchmarks/RESULTS.md); 'conv' on every backend not listed until its bench says otherwise.
+CONV1X1_AUTO = {'cpu': 'einsum'}
+
+
+def resolve_conv1x1(value: str, backend: str | None = None) -> str:
+    """'conv' or 'einsum' for a `config.model.conv1x1` value ('auto' picks by backend)."""
+    value = str(value)
+    if value == 'auto':
+        return CONV1X1_AUTO.get(backend or jax.default_backend(), 'conv')
+    if value not in CONV1X1_MODES:
+        raise ValueError(f"config.model.conv1x1 must be 'auto' or one of {CONV1X1_MODES}, "
+                         f'got {value!r}')
+    return value
 
 
 def family(name: str) -> str:
@@ -86,7 +102,8 @@ def backbone_kwargs(mc: Any, image_size: int) -> tuple[str, dict[str, Any]]:
         block, stages = resnet_layout(mc)
         names = CUT_POINTS[:len(stages)]
         kwargs = dict(stage_sizes=stages, block=block, num_filters=int(mc.num_filters),
-                      zero_init_last_bn=bool(mc.zero_init_last_bn), cut=cut)
+                      zero_init_last_bn=bool(mc.zero_init_last_bn), cut=cut,
+                      conv1x1=resolve_conv1x1(_get(mc, 'conv1x1', 'auto')))
     elif fam == 'vgg':
         names = VGG_CUT_POINTS
         head = str(_get(mc, 'head', 'tv'))

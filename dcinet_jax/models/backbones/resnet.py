@@ -6,6 +6,13 @@ so that a PyTorch state dict maps onto the params tree one key to one leaf
 (see `dcinet_jax.pretrained`). Parameters are always float32; `dtype` is the compute
 dtype. BatchNorm reproduces PyTorch exactly, running-statistics update included.
 
+Every 1x1 convolution (the bottleneck's conv1/conv3 and the projection shortcuts) can be
+computed as a matrix multiply over the channel axis (`conv1x1='einsum'`, `Conv1x1`)
+instead of `lax.conv` (`'conv'`), with the same parameter names, shapes and init, so
+checkpoints and the PyTorch weight import do not depend on the choice. Why: XLA:CPU
+computes a 1x1 convolution's weight gradient as a convolution whose window is the whole
+feature map, which is most of the CPU step time (docs/model.md#1x1-convolutions).
+
 The network is written as three callable pieces (`stem`, `run_stages`, `head`) so that
 the two-part CCRN (`dcinet_jax.models.ccrn`) can cut it anywhere between stages
 without a second copy of the parameters.
@@ -33,6 +40,8 @@ RESNET_SPECS: dict[str, tuple[str, tuple[int, ...]]] = {
     'resnet152': ('bottleneck', (3, 8, 36, 3)),
 }
 BLOCK_EXPANSION = {'basic': 1, 'bottleneck': 4}
+# How a 1x1 convolution is computed: 'conv' (lax.conv) or 'einsum' (a channel matmul).
+CONV1X1_MODES = ('conv', 'einsum')
 
 # torchvision initialises convs with kaiming_normal_(mode='fan_out', relu): N(0, 2/fan_out).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -99,9 +108,36 @@ class BatchNorm(nn.Module):
         return y.astype(self.dtype)
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str) -> nn.Conv:
+class Conv1x1(nn.Module):
+    """A bias-free 1x1 convolution (stride s) as `einsum('...c,cd->...d')`.
+
+    The parameter is `kernel` [1, 1, C_in, C_out] with `nn.Conv`'s name, shape, dtype
+    and init, so the two are interchangeable in a variables tree. Stride s with no
+    padding keeps the taps at 0, s, 2s, ...: a slice, then the matmul. Inputs and kernel
+    are cast to `dtype` first, as `nn.Conv` does.
+    """
+
+    features: int
+    strides: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param('kernel', conv_kernel_init, (1, 1, x.shape[-1], self.features),
+                            jnp.float32)
+        if self.strides != 1:
+            x = x[:, ::self.strides, ::self.strides, :]
+        return jnp.einsum('...c,cd->...d', x.astype(self.dtype),
+                          kernel[0, 0].astype(self.dtype))
+
+
+def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str,
+          conv1x1: str = 'conv') -> nn.Module:
     """Bias-free conv with PyTorch's symmetric padding k//2 (XLA 'SAME' pads
-    asymmetrically for stride 2 on even sizes, which would shift every feature map)."""
+    asymmetrically for stride 2 on even sizes, which would shift every feature map).
+    A 1x1 kernel is a `Conv1x1` when `conv1x1='einsum'`."""
+    if kernel == 1 and conv1x1 == 'einsum':
+        return Conv1x1(features, stride, dtype, name=name)
     p = kernel // 2
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((p, p), (p, p)), use_bias=False, dtype=dtype,
@@ -115,10 +151,11 @@ class Downsample(nn.Module):
     strides: int
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
+    conv1x1: str = 'conv'
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        x = _conv(self.features, 1, self.strides, self.dtype, '0')(x)
+        x = _conv(self.features, 1, self.strides, self.dtype, '0', self.conv1x1)(x)
         return BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name, name='1')(x, train)
 
 
@@ -130,6 +167,7 @@ class BasicBlock(nn.Module):
     dtype: Dtype = jnp.float32
     zero_init_last_bn: bool = False
     bn_axis_name: str | None = None
+    conv1x1: str = 'conv'
     expansion = 1
 
     @nn.compact
@@ -143,7 +181,7 @@ class BasicBlock(nn.Module):
         shortcut = x
         if self.strides != 1 or x.shape[-1] != self.features:
             shortcut = Downsample(self.features, self.strides, self.dtype, self.bn_axis_name,
-                                  name='downsample')(x, train)
+                                  self.conv1x1, name='downsample')(x, train)
         return nn.relu(out + shortcut.astype(out.dtype))
 
 
@@ -155,6 +193,7 @@ class Bottleneck(nn.Module):
     dtype: Dtype = jnp.float32
     zero_init_last_bn: bool = False
     bn_axis_name: str | None = None
+    conv1x1: str = 'conv'
     expansion = 4
 
     @nn.compact
@@ -162,16 +201,16 @@ class Bottleneck(nn.Module):
         bn = dict(dtype=self.dtype, axis_name=self.bn_axis_name)
         last_init = nn.initializers.zeros if self.zero_init_last_bn else nn.initializers.ones
         out_features = self.features * self.expansion
-        out = _conv(self.features, 1, 1, self.dtype, 'conv1')(x)
+        out = _conv(self.features, 1, 1, self.dtype, 'conv1', self.conv1x1)(x)
         out = nn.relu(BatchNorm(**bn, name='bn1')(out, train))
         out = _conv(self.features, 3, self.strides, self.dtype, 'conv2')(out)
         out = nn.relu(BatchNorm(**bn, name='bn2')(out, train))
-        out = _conv(out_features, 1, 1, self.dtype, 'conv3')(out)
+        out = _conv(out_features, 1, 1, self.dtype, 'conv3', self.conv1x1)(out)
         out = BatchNorm(**bn, scale_init=last_init, name='bn3')(out, train)
         shortcut = x
         if self.strides != 1 or x.shape[-1] != out_features:
             shortcut = Downsample(out_features, self.strides, self.dtype, self.bn_axis_name,
-                                  name='downsample')(x, train)
+                                  self.conv1x1, name='downsample')(x, train)
         return nn.relu(out + shortcut.astype(out.dtype))
 
 
@@ -185,13 +224,15 @@ class ResLayer(nn.Module):
     dtype: Dtype = jnp.float32
     zero_init_last_bn: bool = False
     bn_axis_name: str | None = None
+    conv1x1: str = 'conv'
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         cls = BasicBlock if self.block == 'basic' else Bottleneck
         for i in range(self.num_blocks):
             x = cls(self.features, self.strides if i == 0 else 1, self.dtype,
-                    self.zero_init_last_bn, self.bn_axis_name, name=str(i))(x, train)
+                    self.zero_init_last_bn, self.bn_axis_name, self.conv1x1,
+                    name=str(i))(x, train)
         return x
 
 
@@ -205,7 +246,8 @@ class ResNet(nn.Module):
 
     `x` is an NHWC float batch, already normalised. `stage_sizes`/`block`/`num_filters`
     describe any member of the family (see `RESNET_SPECS`); tiny test models use
-    `num_filters` 4-8 and one block per stage.
+    `num_filters` 4-8 and one block per stage. `conv1x1` picks how the 1x1 convolutions
+    are computed (`CONV1X1_MODES`); the variables tree is the same either way.
     """
 
     stage_sizes: Sequence[int]
@@ -215,12 +257,15 @@ class ResNet(nn.Module):
     dtype: Dtype = jnp.float32
     zero_init_last_bn: bool = False
     bn_axis_name: str | None = None
+    conv1x1: str = 'conv'
 
     def setup(self) -> None:
         if self.block not in BLOCK_EXPANSION:
             raise ValueError(f"ResNet.block must be 'basic' or 'bottleneck', got {self.block!r}")
         if not self.stage_sizes or min(self.stage_sizes) < 1:
             raise ValueError(f'ResNet.stage_sizes must be non-empty positive ints, got {self.stage_sizes!r}')
+        if self.conv1x1 not in CONV1X1_MODES:
+            raise ValueError(f'ResNet.conv1x1 must be one of {CONV1X1_MODES}, got {self.conv1x1!r}')
         self.conv1 = nn.Conv(self.num_filters, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
                              use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
                              kernel_init=conv_kernel_init)
@@ -228,7 +273,8 @@ class ResNet(nn.Module):
         for i, (name, n) in enumerate(zip(stage_names(len(self.stage_sizes)), self.stage_sizes)):
             setattr(self, name, ResLayer(self.block, n, self.num_filters * 2 ** i,
                                          1 if i == 0 else 2, self.dtype,
-                                         self.zero_init_last_bn, self.bn_axis_name))
+                                         self.zero_init_last_bn, self.bn_axis_name,
+                                         self.conv1x1))
         fan_in = self.num_features
         self.fc = nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=jnp.float32,
                            kernel_init=torch_default_kernel_init,
