@@ -32,67 +32,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable
 
 from absl import flags
 
 from dcinet_jax import cli_config
+from dcinet_jax.cli_flags import (COMMANDS, command, config_flag, flag_values, load_config,
+                                  workdir_flag)
 from input_pipeline import atomic
-
-COMMANDS: dict[str, tuple[str, Callable]] = {}
-# The argv being parsed: ml_collections reads `--config.*` overrides from its own copy of
-# argv, which must be this list (not sys.argv) when `main` is called from Python.
-_parsing_argv: list[str] = []
-
-
-def command(name: str, help_text: str):
-    def register(fn):
-        COMMANDS[name] = (help_text, fn)
-        return fn
-    return register
-
-
-def _flag_values(argv: list[str], define: Callable[[flags.FlagValues], None], prog: str):
-    fv = flags.FlagValues()
-    _parsing_argv[:] = [prog] + list(argv)
-    define(fv)
-    if any(a in ('-h', '--help') for a in argv):
-        print(f'usage: {prog} [flags]\n{_help(fv)}')
-        sys.exit(0)
-    spec = cli_config.config_argument(argv)
-    if spec is not None and 'config' in fv and cli_config.is_file_flag(fv['config']):
-        try:
-            cli_config.check_file(spec)
-        except ValueError as e:
-            sys.exit(f'{prog}: error: {e}')
-    try:
-        rest = fv([prog] + list(argv))
-    except flags.Error as e:
-        sys.exit(f'{prog}: {e}\n\nusage: {prog} [flags]\n{_help(fv)}')
-    except (AttributeError, KeyError) as e:  # an override names a field the config lacks
-        from dcinet_jax import config_fields
-        sys.exit(f'{prog}: error: '
-                 f'{config_fields.renamed_override(argv) or cli_config.unknown_field(argv, e)}')
-    if len(rest) > 1:
-        sys.exit(f'{prog}: unexpected arguments {rest[1:]}')
-    return fv
-
-
-def _help(fv: flags.FlagValues) -> str:
-    seen, lines = set(), []
-    for f in fv._flags().values():  # noqa: SLF001 - absl has no public iterator
-        if f.name not in seen:
-            seen.add(f.name)
-            lines.append(f'  --{f.name}: {f.help} (default: {f.default!r})')
-    return '\n'.join(lines)
-
-
-def _config_flag(fv, required=True, default=None):
-    cli_config.define(fv, _parsing_argv, required=required, default=default)
-
-
-def _config(fv):
-    return cli_config.loaded(fv)
 
 
 @command('demo-data', 'write a built-in demo dataset (FG-XMedia layout, VEGAS/AVE features, '
@@ -128,7 +74,7 @@ def demo_data(argv):
                             'full size")', flag_values=fv)
         flags.DEFINE_enum('release', 'f30k', ['f30k', 'coco'], 'precomp with --scale: '
                           'whose counts', flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet demo-data')
+    fv = flag_values(argv, define, 'dcinet demo-data')
     if fv.scale is not None:
         from input_pipeline.demo import scaled
         scaled.scaled_main(fv.out, fv.format, fv.scale, fv.seed, fv.release)
@@ -162,11 +108,11 @@ def data(argv):
     argv, data_dir = check.pop_data_dir(argv[1:])
 
     def define(fv):
-        _config_flag(fv)
+        config_flag(fv)
         flags.DEFINE_bool('deep', False, 'decode every file (in parallel)', flag_values=fv)
         flags.DEFINE_bool('json', False, 'print the report as JSON', flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet data check')
-    sys.exit(check.check_main(_config(fv), data_dir, deep=fv.deep, as_json=fv.json))
+    fv = flag_values(argv, define, 'dcinet data check')
+    sys.exit(check.check_main(load_config(fv), data_dir, deep=fv.deep, as_json=fv.json))
 
 
 @command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')
@@ -181,11 +127,11 @@ def prepare(argv):
                           '(default: the config\'s data.on_error)', flag_values=fv)
         flags.DEFINE_bool('force', False, 'rebuild the prepared variant even when its '
                           'record matches the sources', flag_values=fv)
-        _config_flag(fv, required=False, default=_default_config_path())
-    fv = _flag_values(argv, define, 'dcinet prepare')
+        config_flag(fv, required=False, default=_default_config_path())
+    fv = flag_values(argv, define, 'dcinet prepare')
     from input_pipeline.fgxmedia import prepare as prepare_lib
     from input_pipeline.errors import DataError
-    config = _config(fv)
+    config = load_config(fv)
     on_error = fv.on_error or config.data.on_error
     try:
         prepare_lib.prepare_main(fv.manual_dir, fv.data_dir, config, on_error, force=fv.force)
@@ -199,38 +145,33 @@ def prepare(argv):
 
 @command('summary', 'print the parameter table of a config without allocating it')
 def summary(argv):
-    fv = _flag_values(argv, _config_flag, 'dcinet summary')
+    fv = flag_values(argv, config_flag, 'dcinet summary')
     from dcinet_jax.summary import summarize
-    table, total = summarize(_config(fv))
+    table, total = summarize(load_config(fv))
     print(table)
     print(f'total parameters: {total:,}')
-
-
-def _workdir_flag(fv):
-    flags.DEFINE_string('workdir', None, 'run directory (checkpoints, logs, eval results)',
-                        flag_values=fv, required=True)
 
 
 @command('train', 'train (resumes automatically from the workdir), then evaluate')
 def train(argv):
     def define(fv):
-        _config_flag(fv)
-        _workdir_flag(fv)
+        config_flag(fv)
+        workdir_flag(fv)
         flags.DEFINE_bool('progress', True, 'show a progress bar', flag_values=fv)
         flags.DEFINE_integer('restore_step', None, 'restart from this kept checkpoint step '
                              '(0: from scratch) instead of the newest; later steps are moved '
                              'to WORKDIR/checkpoints.superseded/', flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet train')
+    fv = flag_values(argv, define, 'dcinet train')
     from dcinet_jax import exit_codes, train as train_lib
     try:
-        summary_ = train_lib.train_and_evaluate(_config(fv), fv.workdir, progress=fv.progress,
+        summary_ = train_lib.train_and_evaluate(load_config(fv), fv.workdir, progress=fv.progress,
                                                 restore_step=fv.restore_step)
     except train_lib.NonFiniteLossError as e:
         print(f'dcinet train: error: {e}', file=sys.stderr)
         sys.exit(exit_codes.NON_FINITE)
     if summary_['results']:
         from dcinet_jax import evaluate
-        print(evaluate.format_table(_config(fv), summary_['results']))
+        print(evaluate.format_table(load_config(fv), summary_['results']))
     print(json.dumps({k: v for k, v in summary_.items() if k != 'results'}))
     if summary_['stopped_by_signal']:
         sys.exit(exit_codes.INTERRUPTED)  # unfinished: schedulers requeue, scripts stop
@@ -239,7 +180,7 @@ def train(argv):
 @command('eval', 'evaluate a checkpoint (or a weights file) with the benchmark protocol')
 def eval_(argv):
     def define(fv):
-        _config_flag(fv)
+        config_flag(fv)
         flags.DEFINE_string('workdir', None, 'run directory: its checkpoint is evaluated (with '
                             '--weights it only receives the results)', flag_values=fv)
         flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
@@ -247,12 +188,12 @@ def eval_(argv):
                           flag_values=fv)
         flags.DEFINE_string('weights', None, "evaluate this whole-model file in the method's "
                             'public PyTorch layout instead (docs/weights.md)', flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet eval')
+    fv = flag_values(argv, define, 'dcinet eval')
     from dcinet_jax import evaluate
     from dcinet_jax.weights import commands
-    results = commands.run_eval(_config(fv), fv.workdir, step=fv.step, best=fv.best,
+    results = commands.run_eval(load_config(fv), fv.workdir, step=fv.step, best=fv.best,
                                  weights_path=fv.weights)
-    print(evaluate.format_table(_config(fv), results))
+    print(evaluate.format_table(load_config(fv), results))
     if fv.workdir:
         print(f'results written to {evaluate.results_path(fv.workdir, results)}')
 
@@ -260,184 +201,26 @@ def eval_(argv):
 @command('export', "write a checkpoint's weights in the method's public PyTorch layout")
 def export(argv):
     def define(fv):
-        _config_flag(fv)
-        _workdir_flag(fv)
+        config_flag(fv)
+        workdir_flag(fv)
         flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
         flags.DEFINE_enum('format', 'pytorch', ['pytorch', 'safetensors'], 'file format',
                           flag_values=fv)
         flags.DEFINE_string('out', None, 'output file', flag_values=fv, required=True)
         flags.DEFINE_bool('force', False, 'overwrite an existing --out', flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet export')
+    fv = flag_values(argv, define, 'dcinet export')
     from dcinet_jax.weights import commands
-    path, step = commands.export(_config(fv), fv.workdir, fv.out, fmt=fv.format, step=fv.step,
+    path, step = commands.export(load_config(fv), fv.workdir, fv.out, fmt=fv.format, step=fv.step,
                                  force=fv.force)
     print(f'step {step} of {fv.workdir} written to {path} ({fv.format})')
 
 
-@command('bench', "time the method's full train step on synthetic device batches")
-def bench(argv):
-    def define(fv):
-        _config_flag(fv, required=False)
-        flags.DEFINE_enum('suite', None, ['gpu'], 'run a whole suite instead of one config: '
-                          "'gpu' writes benchmarks/gpu_suite.json and the RESULTS.md rows",
-                          flag_values=fv)
-        flags.DEFINE_bool('tiny', False, 'with --suite: the small CPU variant (test configs)',
-                          flag_values=fv)
-        flags.DEFINE_string('out_dir', 'benchmarks', 'with --suite: where gpu_suite.json, '
-                            'gpu_suite.md go (RESULTS.md there gets the rows)', flag_values=fv)
-        flags.DEFINE_integer('batch_per_modality', None, 'override data.batch_per_modality',
-                             flag_values=fv)
-        flags.DEFINE_integer('steps', 20, 'timed steps after warm-up', flag_values=fv)
-        flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'], 'compute dtype',
-                          flag_values=fv)
-        flags.DEFINE_enum('peer', None, ['torch'], 'also run a peer implementation',
-                          flag_values=fv)
-        flags.DEFINE_bool('find_max_batch', False, 'search the largest batch that fits',
-                          flag_values=fv)
-        flags.DEFINE_string('json_out', None, 'also write the figures here as JSON',
-                            flag_values=fv)
-        flags.DEFINE_bool('cache_check', None, 'time a cold compile and a warm-cache '
-                          'restart in fresh processes (default: when the config sets '
-                          'compilation_cache_dir)', flag_values=fv)
-        flags.DEFINE_bool('torch_compile', False, 'torch.compile the PyTorch peer',
-                          flag_values=fv)
-        flags.DEFINE_enum('conv1x1', None, ['conv', 'einsum', 'both'],
-                          "ResNet 1x1 convolutions: one path (= --config.model.conv1x1), or "
-                          "'both' side by side in alternated windows with their ratio",
-                          flag_values=fv)
-        flags.DEFINE_integer('rounds', 2, 'with --conv1x1 both: timed windows per path',
-                             flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet bench')
-    if fv.suite == 'gpu':
-        from dcinet_jax.perf import gpu_suite
-        gpu_suite.run_suite(tiny=fv.tiny, out_dir=fv.out_dir,
-                            results_md=Path(fv.out_dir) / 'RESULTS.md')
-        return
-    if fv.conv1x1 == 'both':
-        from dcinet_jax.perf import conv1x1 as pair_lib
-        result = pair_lib.bench_conv1x1_pair(
-            _config(fv), steps=fv.steps, rounds=fv.rounds,
-            batch_per_modality=fv.batch_per_modality, dtype=fv.dtype, peer=fv.peer,
-            torch_compile=fv.torch_compile)
-        print(pair_lib.format_pair(result))
-        if fv.json_out:
-            from dcinet_jax.perf import bench as bench_lib
-            print(f'figures written to {bench_lib.write_json(fv.json_out, result)}')
-        return
-    from dcinet_jax.perf import bench as bench_lib
-    config = _config(fv)
-    if fv.conv1x1:
-        config.model.conv1x1 = fv.conv1x1
-    bench_lib.bench_main(config, batch_per_modality=fv.batch_per_modality,
-                         steps=fv.steps, dtype=fv.dtype, peer=fv.peer,
-                         find_max_batch=fv.find_max_batch, json_out=fv.json_out,
-                         cache_check=fv.cache_check, torch_compile=fv.torch_compile)
-
-
-@command('profile', 'trace train steps, dump optimized HLO and memory analysis')
-def profile(argv):
-    def define(fv):
-        _config_flag(fv)
-        _workdir_flag(fv)
-        flags.DEFINE_string('steps', '3:6', 'step range a:b to trace (after compile)',
-                            flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet profile')
-    from dcinet_jax.perf import profiling
-    profiling.profile_main(_config(fv), fv.workdir, steps=fv.steps)
-
-
-@command('sweep', 'run config variants x seeds, each in its own workdir; mean ± std table')
-def sweep(argv):
-    # --config.field=value overrides go to every run as they are (checked when planned).
-    overrides = [a for a in argv if a.startswith('--config.')]
-
-    def define(fv):
-        flags.DEFINE_string('config', None, 'config FILE or FILE:ARG (required to plan)',
-                            flag_values=fv)
-        flags.DEFINE_string('variants', None, 'comma-separated ARGs replacing the config\'s '
-                            'ARG, e.g. baseline@demo,cmsi@demo', flag_values=fv)
-        flags.DEFINE_string('seeds', '0', 'comma-separated seeds (--config.seed per run)',
-                            flag_values=fv)
-        flags.DEFINE_string('root', None, 'sweep directory: sweep.json, <variant>/seed<k>/, '
-                            'sweep_results.{json,md}', flag_values=fv, required=True)
-        flags.DEFINE_enum('launcher', 'sequential', ['sequential', 'local_gpus', 'slurm'],
-                          'one run at a time; one run per local GPU; a SLURM job array',
-                          flag_values=fv)
-        flags.DEFINE_bool('report_only', False, 'only re-aggregate the finished runs',
-                          flag_values=fv)
-        flags.DEFINE_alias('report-only', 'report_only', flag_values=fv)
-        flags.DEFINE_integer('task', None, 'run entry I of ROOT/sweep.json (a SLURM array '
-                             'task: SLURM_ARRAY_TASK_ID)', flag_values=fv)
-    fv = _flag_values([a for a in argv if not a.startswith('--config.')], define,
-                      'dcinet sweep')
-    from dcinet_jax import sweep as sweep_lib
-    sys.exit(sweep_lib.sweep_main(root=fv.root, config=fv.config, variants=fv.variants,
-                                  seeds=fv.seeds, overrides=overrides, launcher=fv.launcher,
-                                  report_only=fv.report_only, task=fv.task))
-
-
-@command('report', 'static HTML retrieval report of a checkpoint (tables, curves, examples)')
-def report(argv):
-    def define(fv):
-        _config_flag(fv)
-        _workdir_flag(fv)
-        flags.DEFINE_string('out', None, 'report folder (default: WORKDIR/report)',
-                            flag_values=fv)
-        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
-        flags.DEFINE_integer('top_k', 5, 'retrieved items shown and counted per query',
-                             flag_values=fv)
-        flags.DEFINE_integer('queries', 3, 'example queries per task (best, median, worst)',
-                             flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet report')
-    from dcinet_jax.html_report import build_report
-    print(build_report(_config(fv), fv.workdir, out=fv.out, step=fv.step, top_k=fv.top_k,
-                       num_queries=fv.queries))
-
-
-@command('index', "save a checkpoint's gallery of a prepared split or a folder of raw files")
-def index(argv):
-    def define(fv):
-        _config_flag(fv)
-        _workdir_flag(fv)
-        flags.DEFINE_string('split', None, 'prepared split to index (default: test)',
-                            flag_values=fv)
-        flags.DEFINE_string('folder', None, 'index every image/audio/text file under this '
-                            'folder instead (layout rules: docs/search.md)', flag_values=fv)
-        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
-        flags.DEFINE_string('name', None, 'index name under WORKDIR/index/ (default: the '
-                            'split, or folder-<folder name>)', flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet index')
-    from dcinet_jax.search import index as search_index
-    search_index.index_main(_config(fv), fv.workdir, split=fv.split, folder=fv.folder,
-                            step=fv.step, name=fv.name)
-
-
-@command('search', 'rank indexed items against raw query files (image, audio, text)')
-def search(argv):
-    def define(fv):
-        _config_flag(fv)
-        _workdir_flag(fv)
-        flags.DEFINE_multi_string('query', [], 'query file (repeatable)', flag_values=fv)
-        flags.DEFINE_integer('top_k', 10, 'results per query', flag_values=fv)
-        flags.DEFINE_string('modality', 'all', 'gallery modality to search, or all',
-                            flag_values=fv)
-        flags.DEFINE_string('index', 'test', 'index name (the default test index is built '
-                            'on first use)', flag_values=fv)
-        flags.DEFINE_integer('step', None, 'checkpoint step (default: latest)', flag_values=fv)
-        flags.DEFINE_enum('query_modality', None, ['image', 'audio', 'text', 'video'],
-                          'treat the queries as this modality (default: by extension)',
-                          flag_values=fv)
-        flags.DEFINE_bool('json', False, 'print the results as JSON', flag_values=fv)
-    fv = _flag_values(argv, define, 'dcinet search')
-    from dcinet_jax.search import query as search_lib
-    search_lib.search_main(_config(fv), fv.workdir, fv.query, top_k=fv.top_k,
-                           modality=fv.modality, index=fv.index, step=fv.step,
-                           query_modality=fv.query_modality, as_json=fv.json,
-                           config_args=cli_config.config_args(argv))
+# The tool commands register after the data and run commands, so `dcinet --help` lists
+# them in workflow order.
+from dcinet_jax import cli_tools  # noqa: E402,F401
 
 
 def _default_config_path() -> str | None:
-    from pathlib import Path
     import configs
     path = Path(configs.__file__).parent / 'dcinet_fgxmedia.py'
     return str(path) if path.exists() else None

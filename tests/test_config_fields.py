@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dcinet_jax import cli, config_fields, methods
+from dcinet_jax import cli, cli_flags, config_fields, methods
 from dcinet_jax.sweep import SweepError, sweep_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +29,8 @@ def test_every_method_reads_the_top_level_data_dir(name):
 
 @pytest.mark.parametrize('name', ['demo', 'fgcrossnet_demo', 'dsffn_demo', 'hslm_demo'])
 def test_the_same_override_parses_for_every_method(name):
-    fv = cli._flag_values([f'--config={REPO}/configs/{name}.py', '--config.data_dir=/d'],
-                          cli._config_flag, 'dcinet summary')
+    fv = cli_flags.flag_values([f'--config={REPO}/configs/{name}.py', '--config.data_dir=/d'],
+                               cli_flags.config_flag, 'dcinet summary')
     assert fv.config.data_dir == '/d'
 
 
