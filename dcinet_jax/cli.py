@@ -105,14 +105,14 @@ def data(argv):
     if not argv or argv[0] != 'check':
         sys.exit('usage: dcinet data check --config FILE [--config.data_dir=DIR] [--deep] [--json]')
     from input_pipeline import check
-    argv, data_dir = check.pop_data_dir(argv[1:])
+    argv = argv[1:]
 
     def define(fv):
         config_flag(fv)
         flags.DEFINE_bool('deep', False, 'decode every file (in parallel)', flag_values=fv)
         flags.DEFINE_bool('json', False, 'print the report as JSON', flag_values=fv)
     fv = flag_values(argv, define, 'dcinet data check')
-    sys.exit(check.check_main(load_config(fv), data_dir, deep=fv.deep, as_json=fv.json))
+    sys.exit(check.check_main(load_config(fv), deep=fv.deep, as_json=fv.json))
 
 
 @command('prepare', 'turn an FG-XMedia directory into prepared TFDS shards')

@@ -24,7 +24,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from input_pipeline.data_card import data_dir_of
 
 MANIFEST_FILE = 'dcinet_manifest.json'
 FORMATS = ('fgxmedia', 'precomp', 'vegas_ave')
@@ -240,10 +239,9 @@ def detect_format(root: Path, config: Any = None) -> str:
                      'list/, a precomp folder with <split>_ims.npy, or a VEGAS/AVE .h5 file)')
 
 
-def run_check(config: Any, data_dir: str | os.PathLike | None = None, *, deep: bool = False,
-              progress: bool = True) -> Report:
-    """Check `data_dir` (default: the config's) against its manifest. Raises Unreadable."""
-    root = Path(data_dir or data_dir_of(config))
+def run_check(config: Any, *, deep: bool = False, progress: bool = True) -> Report:
+    """Check `config.data_dir` against its manifest. Raises Unreadable."""
+    root = Path(str(config.data_dir))
     if not str(root) or not root.exists():
         raise Unreadable(f'{root}: no such data folder (--config.data_dir=DIR)')
     if root.is_file():
@@ -253,31 +251,11 @@ def run_check(config: Any, data_dir: str | os.PathLike | None = None, *, deep: b
     return module.check(root, config, deep=deep, progress=progress)
 
 
-def pop_data_dir(argv: list[str]) -> tuple[list[str], str | None]:
-    """(argv without it, D) for `--config.data_dir=D` (or `--config.data.data_dir`,
-    `--data_dir`): the check takes the folder whether or not the config has the field."""
-    names = ('--config.data_dir', '--config.data.data_dir', '--data_dir')
-    rest, value, i = [], None, 0
-    while i < len(argv):
-        a = argv[i]
-        key = a.split('=', 1)[0]
-        if key in names:
-            if '=' in a:
-                value = a.split('=', 1)[1]
-            elif i + 1 < len(argv):
-                value, i = argv[i + 1], i + 1
-        else:
-            rest.append(a)
-        i += 1
-    return rest, value
-
-
-def check_main(config: Any, data_dir: str | None, *, deep: bool = False,
-               as_json: bool = False) -> int:
+def check_main(config: Any, *, deep: bool = False, as_json: bool = False) -> int:
     """`dcinet data check`: print the report (text or JSON); returns the exit code."""
     import sys
     try:
-        report = run_check(config, data_dir, deep=deep, progress=not as_json)
+        report = run_check(config, deep=deep, progress=not as_json)
     except (Unreadable, OSError) as e:
         if as_json:
             print(json.dumps({'matches': False, 'error': str(e)}))

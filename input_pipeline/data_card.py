@@ -25,15 +25,6 @@ from typing import Any, Iterable, Mapping
 FINGERPRINT_CHARS = 16
 
 
-def data_dir_of(config: Any) -> str:
-    """The data folder of a config: `config.data_dir`, else `config.data.data_dir`
-    (DSFFN and HSLM configs kept it under `data`)."""
-    top = config.get('data_dir', '') if hasattr(config, 'get') else ''
-    data = config.get('data', None) if hasattr(config, 'get') else None
-    inner = data.get('data_dir', '') if data is not None else ''
-    return str(top or inner or '')
-
-
 def stat_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
     """sha256 over (file name, size, mtime_ns) of each existing path, in sorted order."""
     h = hashlib.sha256()

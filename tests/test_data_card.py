@@ -44,8 +44,8 @@ def test_precomp_and_vegas_cards_follow_size_and_mtime(tmp_path):
     from dcinet_jax.methods import dsffn, hslm
     precomp.write_precomp_demo(tmp_path / 'pc', values=3, train_images=20, dev_images=4,
                                test_images=6, testall_images=7, feature_dim=8)
-    c = ml_collections.ConfigDict({'data': {'data_dir': str(tmp_path / 'pc'),
-                                            'vocab_path': 'vocab.json'}})
+    c = ml_collections.ConfigDict({'data_dir': str(tmp_path / 'pc'),
+                                   'data': {'vocab_path': 'vocab.json'}})
     card = hslm.data_description(c)
     assert card['counts'] == {'images': {'train': 20, 'dev': 4, 'test': 6, 'testall': 7},
                               'captions': {'train': 100, 'dev': 20, 'test': 30, 'testall': 35}}

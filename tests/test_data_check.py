@@ -242,14 +242,13 @@ def test_vegas_release_sizes(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- pieces
 
-def test_pop_data_dir_and_accessor():
-    assert check.pop_data_dir(['--config.data_dir=/a', '--deep']) == (['--deep'], '/a')
-    assert check.pop_data_dir(['--config.data.data_dir', '/b']) == ([], '/b')
-    import ml_collections
-    c = ml_collections.ConfigDict({'data': {'data_dir': 'x'}})
-    assert check.data_dir_of(c) == 'x'
-    c = ml_collections.ConfigDict({'data_dir': 'y', 'data': {'data_dir': 'x'}})
-    assert check.data_dir_of(c) == 'y'
+def test_the_old_data_folder_field_is_refused_naming_the_new_one(capsys):
+    """`data check` reads `--config.data_dir` like every command (issue 18): the old
+    DSFFN/HSLM field is a one-line error, not a second accepted spelling."""
+    with pytest.raises(SystemExit, match=r'config\.data\.data_dir was renamed: use '
+                       r'--config\.data_dir'):
+        cli.main(['data', 'check', '--config', 'configs/dsffn_test.py',
+                  '--config.data.data_dir=/b'])
 
 
 def test_consequences_separate_training_from_evaluation_data():

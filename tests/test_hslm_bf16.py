@@ -24,7 +24,7 @@ U = 2.0 ** -8
 @pytest.fixture(scope='module')
 def pair():
     c = hslm_test.get_config()
-    c.data.data_dir = '/nonexistent'      # no data: the config's sizes
+    c.data_dir = '/nonexistent'      # no data: the config's sizes
     m32 = hslm.build_model(c)
     variables = hslm.init_variables(m32, jax.random.key(0), c)
     c16 = c.copy_and_resolve_references()

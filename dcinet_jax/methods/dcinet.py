@@ -161,9 +161,8 @@ def validate_data(config: Any) -> None:
 
 def data_description(config: Any) -> dict | None:
     """The data card of the prepared variant this config reads (results.json "data")."""
-    from input_pipeline import data_card
     from input_pipeline.fgxmedia import fingerprint
-    data_dir = data_card.data_dir_of(config)
+    data_dir = str(config.data_dir)
     return fingerprint.describe_prepared(data_dir, config.data) if data_dir else None
 
 

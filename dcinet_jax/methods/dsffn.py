@@ -182,10 +182,9 @@ def validate_data(config: Any) -> None:
 
 def data_description(config: Any) -> dict:
     """The data card of the feature file this config reads (results.json "data")."""
-    from input_pipeline import data_card
     from input_pipeline.vegas_ave import manifest, reader as av_features
     return manifest.describe(av_features.feature_file(
-        data_card.data_dir_of(config), str(config.data.name),
+        str(config.data_dir), str(config.data.name),
         str(config.data.get('file', '') or '')))
 
 

@@ -68,9 +68,8 @@ def split_tokens(config: Any, name: str):
 
 def data_description(config: Any) -> dict:
     """The data card of the precomp folder this config reads (results.json "data")."""
-    from input_pipeline import data_card
     from input_pipeline.precomp import manifest
-    data_dir = data_card.data_dir_of(config)
+    data_dir = str(config.data_dir)
     vocab_path = str(config.data.get('vocab_path', '') or '')
     return manifest.describe(data_dir, vocab_file(data_dir, vocab_path) if vocab_path else None)
 

@@ -193,7 +193,7 @@ def eval_throughput(*, tiny: bool) -> dict[str, Any]:
     out['dsffn'] = {'pairs': n, 'first_s': first, 'features_per_sec': 2 * n / best}
 
     c = load_config('configs/hslm_test.py' if tiny else 'configs/hslm_f30k.py')
-    c.data.data_dir = tempfile.gettempdir() + '/no-hslm-data'
+    c.data_dir = tempfile.gettempdir() + '/no-hslm-data'
     for dtype in ('float32', 'bfloat16'):
         c.model.dtype = dtype
         model = hslm.build_model(c)
