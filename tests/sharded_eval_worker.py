@@ -26,9 +26,7 @@ def config_for(name: str, data_dir: str):
     else:
         cfg = __import__(f'configs.{name}_test', fromlist=['get_config'])
     c = cfg.get_config()
-    for section in (c, c.data):   # wherever this checkout keeps data_dir
-        if 'data_dir' in section:
-            section.data_dir = data_dir
+    c.data_dir = data_dir
     if name in ('dcinet', 'fgcrossnet'):
         c.data.eval_batch_size = 4         # 6 batches of 24 items, video frames split
     elif name == 'dsffn':

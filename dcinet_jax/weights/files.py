@@ -20,6 +20,7 @@ beside the target and renames it, so an interrupted export leaves no half file.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -27,6 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from input_pipeline import atomic
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.pkl', '.bin', '.tar', '.ckpt')
 SAFETENSORS_SUFFIX = '.safetensors'
@@ -171,21 +174,18 @@ def save(obj: Any, path: str | os.PathLike, fmt: str = 'pytorch', *, force: bool
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f'output directory not found: {directory}')
-    tmp = os.path.join(directory, f'.{os.path.basename(path)}.tmp{os.getpid()}')
-    try:
-        if fmt == 'safetensors':
-            from safetensors.numpy import save_file
-            arrays: dict[str, np.ndarray] = {}
-            skeleton = _flatten(obj, '', arrays)
-            metadata = None if _is_flat(obj) else {_STRUCTURE_KEY: json.dumps(skeleton)}
-            save_file(arrays, tmp, metadata=metadata)
-        else:
-            import torch
-            torch.save(_to_torch(obj), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    if fmt == 'safetensors':
+        from safetensors.numpy import save as save_bytes
+        arrays: dict[str, np.ndarray] = {}
+        skeleton = _flatten(obj, '', arrays)
+        metadata = None if _is_flat(obj) else {_STRUCTURE_KEY: json.dumps(skeleton)}
+        data = save_bytes(arrays, metadata=metadata)
+    else:
+        import torch
+        buffer = io.BytesIO()
+        torch.save(_to_torch(obj), buffer)
+        data = buffer.getvalue()
+    atomic.atomic_write_bytes(path, data)   # temp file, fsync, rename; mode per umask
     return path
 
 
