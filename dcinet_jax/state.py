@@ -57,6 +57,15 @@ def learning_rate_schedule(config: Any, total_steps: int) -> optax.Schedule:
     raise ValueError(f"optim.schedule={o.schedule!r}: expected 'constant' or 'cosine'")
 
 
+def refuse_generic_schedule(config: Any, own: str) -> None:
+    """ValueError when `config.optim` asks for the generic schedule or warmup, for a
+    method whose rate is `own` (its own schedule): refused rather than ignored."""
+    o = config.optim
+    if str(o.get('schedule', 'constant')) != 'constant' or int(o.get('warmup_steps', 0)):
+        raise ValueError(f"optim.schedule={o.get('schedule')!r}, optim.warmup_steps="
+                         f"{o.get('warmup_steps')}: {own}; use 'constant' and 0")
+
+
 def method_learning_rate(method: Any, config: Any, total_steps: int) -> optax.Schedule:
     """The rate `method`'s optimizer applies at each update: its own
     `learning_rate(config, total_steps)` when it has one (FGCrossNet's halving, HSLM's

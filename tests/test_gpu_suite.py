@@ -28,7 +28,7 @@ GPU_IMAGE = {'jax', 'jaxlib', 'flax', 'optax', 'orbax', 'numpy', 'torch', 'timm'
 
 
 def test_full_suite_fits_its_budget_and_every_config_loads():
-    items = gpu_suite.FULL + gpu_suite.conv1x1_items(gpu_suite.FULL)
+    items = gpu_suite.FULL + gpu_suite.CONV1X1_PAIR
     assert gpu_suite.check_budgets(items) <= gpu_suite.TOTAL_BUDGET_S == 480
     for item in items:
         config = gpu_suite.load_config(item.config)

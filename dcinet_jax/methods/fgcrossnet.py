@@ -157,12 +157,10 @@ def learning_rate(config: Any, total_steps: int) -> optax.Schedule:
     The generic `optim.schedule` / `optim.warmup_steps` do not apply (the halving is the
     schedule); a value other than constant / 0 is refused rather than ignored."""
     del total_steps
-    o = config.optim
-    if str(o.get('schedule', 'constant')) != 'constant' or int(o.get('warmup_steps', 0)):
-        raise ValueError(f"optim.schedule={o.get('schedule')!r}, optim.warmup_steps="
-                         f"{o.get('warmup_steps')}: FGCrossNet's rate is the halving "
-                         "(optim.halve_every_epochs); use 'constant' and 0")
-    lr = float(o.learning_rate)
+    from dcinet_jax import state
+    state.refuse_generic_schedule(
+        config, "FGCrossNet's rate is the halving (optim.halve_every_epochs)")
+    lr = float(config.optim.learning_rate)
     period = decay_period_steps(config)
     if period <= 0:
         return optax.constant_schedule(lr)

@@ -176,11 +176,10 @@ def learning_rate(config: Any, total_steps: int) -> optax.Schedule:
     The generic `optim.schedule` / `optim.warmup_steps` do not apply (the step decay is
     the schedule); a value other than constant / 0 is refused rather than ignored."""
     del total_steps
+    from dcinet_jax import state
+    state.refuse_generic_schedule(
+        config, "HSLM's rate is the step decay (optim.decay_epoch, optim.decay_factor)")
     o = config.optim
-    if str(o.get('schedule', 'constant')) != 'constant' or int(o.get('warmup_steps', 0)):
-        raise ValueError(f"optim.schedule={o.get('schedule')!r}, optim.warmup_steps="
-                         f"{o.get('warmup_steps')}: HSLM's rate is the step decay "
-                         "(optim.decay_epoch, optim.decay_factor); use 'constant' and 0")
     at = decay_step(config)
     if at is None:
         return optax.constant_schedule(float(o.learning_rate))

@@ -38,9 +38,6 @@ import numpy as np
 
 TOTAL_BUDGET_S = 480
 RESULTS_BEGIN, RESULTS_END = '<!-- gpu-suite:begin -->', '<!-- gpu-suite:end -->'
-# The ResNet's `model.conv1x1` ('einsum' | 'conv'): the suite measures DCINet at 448 with
-# each path (`conv1x1_items`), so the first GPU figures decide the GPU default.
-CONV1X1_FIELD = 'conv1x1'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,16 +74,12 @@ TINY = (
 )   # DSFFN's step: tests/test_dsffn_train.py; its eval features: the eval phase
 
 
-def conv1x1_items(items: tuple[Item, ...]) -> tuple[Item, ...]:
-    """The DCINet ResNet '1x1 conv as einsum' vs 'conv' pair, when `model.conv1x1`
-    exists (otherwise nothing: the suite must run on either side of that change)."""
-    config = load_config('configs/dcinet_fgxmedia.py')
-    if CONV1X1_FIELD not in config.model:
-        return ()
-    return tuple(Item(f'dcinet_448_bf16_conv1x1_{v}', 'configs/dcinet_fgxmedia.py',
-                      'bfloat16', budget_s=25, overrides=(f'model.{CONV1X1_FIELD}={v}',
-                                                          'data.batch_per_modality=64'))
-                 for v in ('einsum', 'conv'))
+# DCINet at 448 with each path of the ResNet's `model.conv1x1`, so the first GPU figures
+# decide the GPU default (docs/model.md#1x1-convolutions).
+CONV1X1_PAIR = tuple(Item(f'dcinet_448_bf16_conv1x1_{v}', 'configs/dcinet_fgxmedia.py',
+                          'bfloat16', budget_s=25,
+                          overrides=(f'model.conv1x1={v}', 'data.batch_per_modality=64'))
+                     for v in ('einsum', 'conv'))
 
 
 def load_config(spec: str) -> Any:
@@ -260,7 +253,7 @@ def run_suite(*, tiny: bool = False, out_dir: str | Path = 'benchmarks',
               results_md: str | Path | None = None) -> dict[str, Any]:
     """Runs every item, writing `out_dir/gpu_suite.json` after each and, at the end, the
     rows into `results_md` between the gpu-suite markers (when given and present)."""
-    items = TINY if tiny else FULL + conv1x1_items(FULL)
+    items = TINY if tiny else FULL + CONV1X1_PAIR
     if not tiny:
         check_budgets(items)
     out_dir = Path(out_dir)
