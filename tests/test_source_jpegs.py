@@ -160,13 +160,15 @@ def test_eval_input_of_kept_sources_matches_the_pil_reference(root, prepared, te
 
 
 def test_resize_to_full_size_matches_pil(root):
-    """`_resized` alone against PIL's bilinear resize of the same decoded source."""
+    """The resize alone (the whole r x r window) against PIL's bilinear resize of the
+    same decoded source."""
     import tensorflow as tf
     from input_pipeline.fgxmedia import pipeline
     for e in lists.read_list(root, 'video', 'train')[:6]:
         path = lists.resolve_path(root, e)
         data = path.read_bytes()
-        got = pipeline._resized(tf.constant(data), RESIZE).numpy().astype(np.int64)
+        got = pipeline._resized_crop(tf.constant(data), RESIZE, tf.constant([0, 0]),
+                                     RESIZE).numpy().astype(np.int64)
         want = images.resize_center_crop(images.decode_image(data, source=str(path)),
                                           RESIZE, RESIZE).astype(np.int64)
         assert got.shape == want.shape == (RESIZE, RESIZE, 3)

@@ -22,7 +22,7 @@ Training (`create_train_iterator`)
   (seed, modality, global position of the element), so it is identical whatever the
   process count and resumes exactly.
 - Images of a `data.store_source_jpegs` variant may be smaller source JPEGs: they are
-  decoded whole and resized to resize_size square here before the crop (`_resized`).
+  decoded whole and resized to resize_size square here before the crop (`_resized_crop`).
 - Text: train-time position shift (prepend k zeros, k uniform in spec.TEXT_SHIFTS) when
   `data.text_shift`. Images: centre crop, or with `data.augment` a random crop from
   the stored resize_size image plus a horizontal flip (flip for image/video only: a
@@ -177,7 +177,7 @@ def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool,
     every stored JPEG is resize_size square and only the crop window is decoded
     (`decode_and_crop_jpeg`). With it (a `store_source_jpegs` variant, image and video)
     the JPEG may be a smaller source file: decoded whole, resized to resize_size square
-    when it is not already (`_resized`), then cropped; the offsets and flips are drawn
+    when it is not already, then cropped (`_resized_crop`); the offsets and flips are drawn
     exactly as in the fused path."""
     r, s = resize_size, crop_size
     c = center_offset(r, s)
@@ -189,7 +189,7 @@ def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool,
         else:
             off = tf.constant([c, c], tf.int32)
         if source_jpegs:
-            img = tf.slice(_resized(jpeg, r), tf.concat([off, [0]], 0), [s, s, 3])
+            img = _resized_crop(jpeg, r, off, s)
         else:
             img = tf.image.decode_and_crop_jpeg(jpeg, tf.concat([off, [s, s]], 0), channels=3,
                                                 dct_method='INTEGER_ACCURATE')
@@ -200,19 +200,22 @@ def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool,
     return fn
 
 
-def _resized(jpeg: tf.Tensor, r: int) -> tf.Tensor:
-    """Decode a JPEG and resize it to r x r (aspect not kept) unless it is r x r: the
-    prepare-time PIL resize (images.resize_center_crop) done here instead. Bilinear with
-    half-pixel centres, rounded back to uint8. Not antialiased: prepare keeps only
+def _resized_crop(jpeg: tf.Tensor, r: int, off: tf.Tensor, s: int) -> tf.Tensor:
+    """The s x s window at `off` of the JPEG resized to r x r (aspect not kept; no
+    resize when it is r x r): the prepare-time PIL resize (images.resize_center_crop)
+    done here instead. Bilinear with half-pixel centres, rounded to uint8 (bilinear
+    weights are convex, so no clipping is needed). Not antialiased: prepare keeps only
     sources of at most r a side (the builder checks it with this decoder), so this
     only upscales, where antialiasing changes nothing and costs twice the time."""
     img = tf.io.decode_jpeg(jpeg, channels=3, dct_method='INTEGER_ACCURATE')
+    begin = tf.concat([off, [0]], 0)
 
     def resize():
         x = tf.image.resize(img, (r, r), method='bilinear')
-        return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
+        return tf.cast(tf.round(tf.slice(x, begin, [s, s, 3])), tf.uint8)
     hw = tf.shape(img)[:2]
-    return tf.cond(tf.reduce_all(tf.equal(hw, r)), lambda: img, resize)
+    return tf.cond(tf.reduce_all(tf.equal(hw, r)), lambda: tf.slice(img, begin, [s, s, 3]),
+                   resize)
 
 
 def _text_fn(length: int, *, shift: bool) -> Callable:
