@@ -41,6 +41,8 @@ def test_builder_config_name_is_deterministic(test_config):
     spec = encode.StoreSpec.from_data_config(test_config.data)
     assert spec.name == 'r72_t64_lower_space_whole'
     assert encode.StoreSpec(512, 448, 'original', 'last_line').name == 'r512_t448_original_last_line'
+    assert encode.StoreSpec(512, 448, 'original', 'last_line', True).name == \
+        'r512_t448_original_last_line_srcjpeg'
 
 
 def test_paper_and_custom_variants_share_a_data_dir(tmp_path):
@@ -52,7 +54,7 @@ def test_paper_and_custom_variants_share_a_data_dir(tmp_path):
     for resize in (512, 512, 256, 256):
         d.resize_size = resize
         b = _builder(tmp_path, d)
-        assert b.builder_config.name == f'r{resize}_t448_lower_space_whole'
+        assert b.builder_config.name == f'r{resize}_t448_lower_space_whole_srcjpeg'
         assert Path(b.data_dir) == prepare.prepared_dir(tmp_path, d)
 
 

@@ -37,7 +37,12 @@ META_FILE = 'gallery.json'
 # model, the stored variant and crop of the data, and the feature kind.
 FINGERPRINT_FIELDS = ('method', 'model', 'data.resize_size', 'data.image_size',
                       'data.text_length', 'data.alphabet', 'data.text_mode',
-                      'data.text_errors', 'data.num_classes', 'eval.feature')
+                      'data.text_errors', 'data.store_source_jpegs', 'data.num_classes',
+                      'eval.feature')
+# Fields added after indexes existed: a record without one reads as this value, and a
+# field at this value is left out of the fingerprint, so older indexes of the same
+# setting stay valid (an index of the other setting does not).
+FIELD_DEFAULTS = {'data.store_source_jpegs': False}
 
 
 @dataclasses.dataclass
@@ -158,13 +163,16 @@ def fingerprint_fields(config_or_record: Any) -> dict:
     from dcinet_jax import checkpoints
     record = config_or_record if isinstance(config_or_record, Mapping) \
         else checkpoints.config_record(config_or_record)
-    return {f: _field(record, f) for f in FINGERPRINT_FIELDS}
+    fields = {f: _field(record, f) for f in FINGERPRINT_FIELDS}
+    return {f: FIELD_DEFAULTS[f] if v is None and f in FIELD_DEFAULTS else v
+            for f, v in fields.items()}
 
 
 def config_fingerprint(config_or_record: Any) -> str:
     """sha256 (16 hex digits) of the config fields that change a feature."""
-    text = json.dumps(fingerprint_fields(config_or_record), sort_keys=True,
-                      default=_json_default)
+    fields = {f: v for f, v in fingerprint_fields(config_or_record).items()
+              if not (f in FIELD_DEFAULTS and v == FIELD_DEFAULTS[f])}
+    text = json.dumps(fields, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

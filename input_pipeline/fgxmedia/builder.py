@@ -1,13 +1,17 @@
 """TFDS builder `fg_xmedia`: a PKU FG-XMedia data root (manual dir) → TFDS shards.
 
 One builder config per variant of the stored bytes (resize size, text length,
-alphabet, text mode), named from them (`r512_t448_lower_space_whole`), so several
+alphabet, text mode, source JPEGs kept or not), named from them
+(`r512_t448_lower_space_whole_srcjpeg`: encode.StoreSpec.name), so several
 prepared variants share one data_dir. One split per (modality, split) found in the
 manual dir: `image_train`, `audio_test`, `text_train`, `video_test`, ...
 
 Every example has the same features (TFDS needs one schema for all splits):
 - `image`: RGB JPEG bytes, already resized to resize_size square (quality 95, 4:4:4:
-  see encode.JPEG_QUALITY); b'' for text.
+  see encode.JPEG_QUALITY); b'' for text. In a `store_source_jpegs` variant, a photo
+  or frame that was a small RGB JPEG is its source file's bytes instead (any size up
+  to resize_size; the input pipeline resizes it), after a check here that TensorFlow's
+  decoder reads it too (else it is stored resized, as without the flag).
 - `text`: uint8[text_length] character ids (0 = padding); zeros for other modalities.
 - `label` (int64, from the list file), `modality` (int64, spec.MODALITY_IDS),
   `id` ('<modality>/<relative path>', stable across runs), `index` (position in the
@@ -24,6 +28,7 @@ encode.make_executor), created for the build and shut down after it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -69,13 +74,14 @@ def make_config(spec: StoreSpec) -> FgXMediaConfig:
 
 
 def _new_config(spec: StoreSpec) -> FgXMediaConfig:
+    kept = ' (small RGB JPEG sources kept as they are)' if spec.store_source_jpegs else ''
     return FgXMediaConfig(name=spec.name, spec=spec,
-                          description=f'images/spectrograms {spec.resize_size}px JPEG, text '
-                                      f'{spec.text_length} ids, alphabet {spec.alphabet}, '
+                          description=f'images/spectrograms {spec.resize_size}px JPEG{kept}, '
+                                      f'text {spec.text_length} ids, alphabet {spec.alphabet}, '
                                       f'text mode {spec.text_mode}')
 
 
-_PAPER_CONFIG = _new_config(StoreSpec())
+_PAPER_CONFIG = _new_config(StoreSpec(store_source_jpegs=True))   # configs/dcinet_fgxmedia.py
 
 
 def open_builder(data_dir: str | os.PathLike, spec: StoreSpec, **build_options: Any) -> 'FgXMedia':
@@ -235,6 +241,8 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
             for e, (ok, value) in zip(entries, results):
                 if bar is not None:
                     bar.update(1)   # counted when its result arrives: the bar ends at 100 %
+                if ok and value.get('source'):
+                    ok, value = self._tf_checked(root, e, value)
                 if not ok:
                     if self.on_error == 'fail':
                         raise errors.with_list_line(value, e.list_file, e.line)
@@ -256,6 +264,21 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
         finally:
             if bar is not None:
                 bar.close()
+
+    def _tf_checked(self, root: str, entry: lists.ListEntry, value: dict) -> tuple[bool, Any]:
+        """A kept source JPEG, if TensorFlow's decoder (the one training uses) reads it
+        as PIL did; else the entry encoded as without store_source_jpegs. PIL and
+        libjpeg-turbo under TF differ in what they tolerate, and a file only PIL reads
+        would otherwise stop training, not prepare."""
+        import tensorflow as tf
+        try:
+            shape = tf.io.decode_jpeg(value['image'], channels=3).shape
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+            shape = None
+        if shape is not None and max(shape[:2]) <= self.spec.resize_size:
+            return True, value
+        plain = dataclasses.replace(self.spec, store_source_jpegs=False)
+        return encode.try_encode((root, entry, plain, self.text_errors))
 
 
 def _count_list_lines(root: str) -> int:

@@ -2,7 +2,10 @@
 
 One list entry (an image, a spectrogram image, raw audio or a text file) becomes the
 bytes the builder stores: a JPEG of the square-resized RGB image, or the text's
-character ids. The pool helpers here run that over a whole list in list order.
+character ids. With `StoreSpec.store_source_jpegs`, an image or video frame that is
+already a small RGB JPEG is stored as its own bytes instead, and the training input
+resizes it (`docs/data.md#source-jpegs`). The pool helpers here run that over a whole
+list in list order.
 
 No TensorFlow and no TFDS at import time: spawned pool workers import this module to
 run `encode_entry`, and must start fast. The stored layout is described in
@@ -33,6 +36,10 @@ JPEG_QUALITY = 95
 # importing numpy/PIL/soundfile) would cost more than it saves.
 MIN_ITEMS_FOR_PROCESSES = 512
 POOL_KINDS = ('auto', 'thread', 'process')
+# Media whose JPEG sources may be stored as they are (store_source_jpegs): photos and
+# video frames. Spectrograms are always rendered or re-encoded at resize_size.
+SOURCE_JPEG_MODALITIES = ('image', 'video')
+SOURCE_SUFFIX = '_srcjpeg'   # the variant-name mark of store_source_jpegs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,17 +49,25 @@ class StoreSpec:
     text_length: int = 448
     alphabet: str = 'lower_space'
     text_mode: str = 'whole'
+    # Keep small RGB JPEG photos/frames as their source bytes (see SOURCE_JPEG_MODALITIES).
+    # False when a config lacks the field: configs written before it existed read the
+    # variant they were prepared as.
+    store_source_jpegs: bool = False
 
     @classmethod
     def from_data_config(cls, data_config: Any) -> 'StoreSpec':
         return cls(resize_size=int(data_config.resize_size),
                    text_length=int(data_config.text_length),
-                   alphabet=str(data_config.alphabet), text_mode=str(data_config.text_mode))
+                   alphabet=str(data_config.alphabet), text_mode=str(data_config.text_mode),
+                   store_source_jpegs=bool(getattr(data_config, 'store_source_jpegs', False)))
 
     @property
     def name(self) -> str:
-        """Deterministic builder-config name, e.g. `r512_t448_lower_space_whole`."""
-        return f'r{self.resize_size}_t{self.text_length}_{self.alphabet}_{self.text_mode}'
+        """Deterministic builder-config name, e.g. `r512_t448_lower_space_whole`, and
+        `r512_t448_lower_space_whole_srcjpeg` with store_source_jpegs (the other
+        storage format must never be read as this one, so it is another variant)."""
+        base = f'r{self.resize_size}_t{self.text_length}_{self.alphabet}_{self.text_mode}'
+        return base + (SOURCE_SUFFIX if self.store_source_jpegs else '')
 
 
 def encode_jpeg(img: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -69,6 +84,11 @@ def encode_entry(root: str, entry: lists.ListEntry, spec: StoreSpec, *,
     image-like modalities (image, video frames, audio) or {'text': uint8[L]}.
     `text_errors` is the `errors=` of text.read_text (undecodable bytes).
 
+    With spec.store_source_jpegs, a photo or frame that decodes (fully, with PIL: a
+    damaged file fails exactly as without the flag) to a plain RGB JPEG no larger than
+    resize_size is returned as its own bytes, with 'source': True; anything else is
+    resized and re-encoded as without the flag.
+
     Raises DataError (usually DecodeError) naming the file; a missing file raises
     ListFormatError naming the list file and line.
     """
@@ -79,11 +99,17 @@ def encode_entry(root: str, entry: lists.ListEntry, spec: StoreSpec, *,
         ids = text.load_text(path, alphabet=spec.alphabet, length=spec.text_length,
                              mode=spec.text_mode, errors=text_errors)
         return {'text': ids}
+    r = spec.resize_size
     if entry.modality == 'audio' and audio.is_raw_audio(path):
-        img = audio.audio_to_image(path, spec.resize_size)
+        img = audio.audio_to_image(path, r)
     else:
-        img = images.load_image(path, spec.resize_size, spec.resize_size)
-    want = (spec.resize_size, spec.resize_size, 3)
+        data = images.read_image_file(path)
+        img, kind = images.decode_image_kind(data, source=os.fspath(path))
+        if (spec.store_source_jpegs and entry.modality in SOURCE_JPEG_MODALITIES
+                and images.is_plain_rgb_jpeg(kind, img.shape, r)):
+            return {'image': data, 'source': True}
+        img = images.resize_center_crop(img, r, r)
+    want = (r, r, 3)
     if img.shape != want or img.dtype != np.uint8:
         raise DecodeError(path, f'decoded to {img.dtype}{list(img.shape)}, expected uint8{list(want)}')
     return {'image': encode_jpeg(img)}

@@ -29,18 +29,45 @@ def decode_image(data: bytes, *, source: str) -> np.ndarray:
     `source` (usually the file path) names the culprit in the DecodeError raised for
     corrupt, truncated or unsupported data.
     """
+    return decode_image_kind(data, source=source)[0]
+
+
+def decode_image_kind(data: bytes, *, source: str) -> tuple[np.ndarray, str]:
+    """`decode_image`, plus what the file was: '<PIL format>/<PIL mode>', e.g.
+    'JPEG/RGB', 'JPEG/L', 'JPEG/CMYK', 'PNG/RGBA'. `dcinet prepare` keeps a source's
+    own bytes only for 'JPEG/RGB' (`is_plain_rgb_jpeg`), so it needs to know."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             img.load()
-            return _to_rgb(img)
+            return _to_rgb(img), f'{img.format}/{img.mode}'
     except DecodeError:
         raise
     except Image.UnidentifiedImageError:
         raise DecodeError(source, 'cannot decode image: not a known image format') from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:
         raise DecodeError(source, f'cannot decode image: {e}') from None
+
+
+def is_plain_rgb_jpeg(kind: str, shape: tuple[int, ...], max_side: int) -> bool:
+    """True for a decoded 8-bit 3-channel JPEG (baseline or progressive; PIL's 'RGB'
+    mode is 8 bits per channel) with neither side above `max_side`: one the training
+    input can decode and upscale itself, so its bytes can be stored as they are."""
+    return kind == 'JPEG/RGB' and len(shape) == 3 and max(shape[:2]) <= max_side
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file; DecodeError naming it when unreadable or empty."""
+    path = os.fspath(path)
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise DecodeError(path, f'cannot read image file: {e.strerror or e}') from None
+    if not data:
+        raise DecodeError(path, 'file is empty (0 bytes)')
+    return data
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -78,10 +105,5 @@ def resize_center_crop(img: np.ndarray, resize_size: int, crop_size: int) -> np.
 def load_image(path: str | os.PathLike, resize_size: int, crop_size: int) -> np.ndarray:
     """Read, decode, resize and centre-crop one image file: uint8[crop, crop, 3]."""
     path = os.fspath(path)
-    try:
-        data = open(path, 'rb').read()
-    except OSError as e:
-        raise DecodeError(path, f'cannot read image file: {e.strerror or e}') from None
-    if not data:
-        raise DecodeError(path, 'file is empty (0 bytes)')
-    return resize_center_crop(decode_image(data, source=path), resize_size, crop_size)
+    return resize_center_crop(decode_image(read_image_file(path), source=path),
+                              resize_size, crop_size)

@@ -21,6 +21,8 @@ Training (`create_train_iterator`)
 - Per-element randomness (text shift, random crop, flip) uses stateless ops seeded by
   (seed, modality, global position of the element), so it is identical whatever the
   process count and resumes exactly.
+- Images of a `data.store_source_jpegs` variant may be smaller source JPEGs: they are
+  decoded whole and resized to resize_size square here before the crop (`_resized_crop`).
 - Text: train-time position shift (prepend k zeros, k uniform in spec.TEXT_SHIFTS) when
   `data.text_shift`. Images: centre crop, or with `data.augment` a random crop from
   the stored resize_size image plus a horizontal flip (flip for image/video only: a
@@ -57,7 +59,7 @@ except RuntimeError:  # TF already initialised its devices; nothing left to hide
 
 from input_pipeline.fgxmedia import builder as fg_xmedia, fingerprint  # noqa: E402
 from input_pipeline import samplers
-from input_pipeline.fgxmedia.encode import StoreSpec  # noqa: E402
+from input_pipeline.fgxmedia.encode import SOURCE_JPEG_MODALITIES, StoreSpec  # noqa: E402
 from input_pipeline.spec import TEXT_SHIFTS, center_offset  # noqa: E402
 
 FLIP_MODALITIES = ('image', 'video')
@@ -169,7 +171,14 @@ def steps_per_epoch(config: Any, process_count: int = 1) -> int:
 
 # ----------------------------------------------------------------------------- decoding (TF)
 
-def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool) -> Callable:
+def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool,
+              source_jpegs: bool = False) -> Callable:
+    """JPEG bytes (+ stateless seed) -> the uint8[s, s, 3] crop. Without `source_jpegs`
+    every stored JPEG is resize_size square and only the crop window is decoded
+    (`decode_and_crop_jpeg`). With it (a `store_source_jpegs` variant, image and video)
+    the JPEG may be a smaller source file: decoded whole, resized to resize_size square
+    when it is not already, then cropped (`_resized_crop`); the offsets and flips are drawn
+    exactly as in the fused path."""
     r, s = resize_size, crop_size
     c = center_offset(r, s)
 
@@ -179,13 +188,34 @@ def _image_fn(resize_size: int, crop_size: int, *, augment: bool, flip: bool) ->
                                               dtype=tf.int32)
         else:
             off = tf.constant([c, c], tf.int32)
-        img = tf.image.decode_and_crop_jpeg(jpeg, tf.concat([off, [s, s]], 0), channels=3,
-                                            dct_method='INTEGER_ACCURATE')
+        if source_jpegs:
+            img = _resized_crop(jpeg, r, off, s)
+        else:
+            img = tf.image.decode_and_crop_jpeg(jpeg, tf.concat([off, [s, s]], 0), channels=3,
+                                                dct_method='INTEGER_ACCURATE')
         if augment and flip:
             u = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 1))
             img = tf.cond(u < 0.5, lambda: tf.image.flip_left_right(img), lambda: img)
         return tf.ensure_shape(img, [s, s, 3])
     return fn
+
+
+def _resized_crop(jpeg: tf.Tensor, r: int, off: tf.Tensor, s: int) -> tf.Tensor:
+    """The s x s window at `off` of the JPEG resized to r x r (aspect not kept; no
+    resize when it is r x r): the prepare-time PIL resize (images.resize_center_crop)
+    done here instead. Bilinear with half-pixel centres, rounded to uint8 (bilinear
+    weights are convex, so no clipping is needed). Not antialiased: prepare keeps only
+    sources of at most r a side (the builder checks it with this decoder), so this
+    only upscales, where antialiasing changes nothing and costs twice the time."""
+    img = tf.io.decode_jpeg(jpeg, channels=3, dct_method='INTEGER_ACCURATE')
+    begin = tf.concat([off, [0]], 0)
+
+    def resize():
+        x = tf.image.resize(img, (r, r), method='bilinear')
+        return tf.cast(tf.round(tf.slice(x, begin, [s, s, 3])), tf.uint8)
+    hw = tf.shape(img)[:2]
+    return tf.cond(tf.reduce_all(tf.equal(hw, r)), lambda: tf.slice(img, begin, [s, s, 3]),
+                   resize)
 
 
 def _text_fn(length: int, *, shift: bool) -> Callable:
@@ -205,8 +235,9 @@ def _decode_fn(config: Any, modality: str, *, train: bool) -> Callable:
     d = config.data
     if modality == 'text':
         return _text_fn(int(d.text_length), shift=train and bool(d.text_shift))
+    kept = StoreSpec.from_data_config(d).store_source_jpegs and modality in SOURCE_JPEG_MODALITIES
     return _image_fn(int(d.resize_size), int(d.image_size), augment=train and bool(d.augment),
-                     flip=modality in FLIP_MODALITIES)
+                     flip=modality in FLIP_MODALITIES, source_jpegs=kept)
 
 
 def _options() -> tf.data.Options:
