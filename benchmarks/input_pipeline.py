@@ -9,7 +9,7 @@ Target: 150 examples/s per core at 448.
 
     python benchmarks/input_pipeline.py [--steps 300] [--work_dir DIR] [--store_source_jpegs 0|1]
 
-`--store_source_jpegs` (default: the paper config's, on) picks the prepared variant:
+`--store_source_jpegs` (default: the paper config's, off) picks the prepared variant:
 on, the demo's small RGB JPEG photos are stored as they are and upscaled to 512 per
 read (docs/data.md#source-jpegs); off, every item is a 512 px JPEG and only the crop
 window is decoded.

@@ -16,7 +16,6 @@ def get_config():
     c.data.num_classes = 10
     c.data.image_size = 112
     c.data.resize_size = 128
-    c.data.store_source_jpegs = False   # the demo's stored bytes (and checksum) stay as they were
     c.data.text_length = 112
     c.data.batch_per_modality = 8
     c.data.class_aligned = True

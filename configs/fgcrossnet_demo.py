@@ -29,7 +29,6 @@ def get_config(arg: str = 'stage1', config_file: str = 'configs/fgcrossnet_demo.
     c.data.num_classes = 10
     c.data.image_size = 112
     c.data.resize_size = 128
-    c.data.store_source_jpegs = False   # as configs/demo.py: shares its prepared variant
     c.data.text_length = 112
     c.data.eval_batch_size = 64
     c.model.backbone = 'custom'

@@ -54,7 +54,7 @@ def test_paper_and_custom_variants_share_a_data_dir(tmp_path):
     for resize in (512, 512, 256, 256):
         d.resize_size = resize
         b = _builder(tmp_path, d)
-        assert b.builder_config.name == f'r{resize}_t448_lower_space_whole_srcjpeg'
+        assert b.builder_config.name == f'r{resize}_t448_lower_space_whole'
         assert Path(b.data_dir) == prepare.prepared_dir(tmp_path, d)
 
 

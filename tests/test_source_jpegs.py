@@ -205,7 +205,9 @@ def test_the_flag_names_another_variant_and_another_fingerprint(test_config, tmp
     assert encode.StoreSpec.from_data_config(on).name == 'r160_t64_lower_space_whole_srcjpeg'
     assert prepare.prepared_dir(tmp_path, off) != prepare.prepared_dir(tmp_path, on)
     paper = dcinet_fgxmedia.get_config()
-    assert encode.StoreSpec.from_data_config(paper.data).name.endswith('_srcjpeg')
+    assert not paper.data.store_source_jpegs   # off by default: input speed first
+    assert not encode.StoreSpec.from_data_config(paper.data).name.endswith('_srcjpeg')
+    paper.data.store_source_jpegs = True
     assert encode.StoreSpec.from_data_config(demo.get_config().data).name == \
         'r128_t112_lower_space_whole'   # the demo's variant (and checksum) unchanged
     # Search indexes: another fingerprint with the flag; a record written before the

@@ -81,7 +81,7 @@ def _new_config(spec: StoreSpec) -> FgXMediaConfig:
                                       f'text mode {spec.text_mode}')
 
 
-_PAPER_CONFIG = _new_config(StoreSpec(store_source_jpegs=True))   # configs/dcinet_fgxmedia.py
+_PAPER_CONFIG = _new_config(StoreSpec())   # configs/dcinet_fgxmedia.py
 
 
 def open_builder(data_dir: str | os.PathLike, spec: StoreSpec, **build_options: Any) -> 'FgXMedia':
