@@ -60,6 +60,8 @@ class _Sampler(threading.Thread):
 
 def _row(phase: str, seconds: float, sampler: _Sampler) -> str:
     now = _status()
+    for k, v in now.items():
+        sampler.peak[k] = max(sampler.peak.get(k, 0), v)
     mb = lambda b: f'{b / 1e6:8.1f}'  # noqa: E731
     return (f'| {phase:<9} | {seconds:7.1f} | {mb(now["RssAnon"])} | {mb(sampler.peak["RssAnon"])} '
             f'| {mb(now["RssFile"])} | {mb(sampler.peak["RssFile"])} '
@@ -115,7 +117,8 @@ def main() -> None:
           f'{args.images * args.captions_per_image:,} captions, L = {args.length}, '
           f'spill_mb {spill.mb:g}, spill_dir {spill.directory or tempfile.gettempdir()!r}, '
           f'{jax.local_device_count()} device(s)')
-    print('| phase     |  wall s | RssAnon MB | peak | RssFile MB | peak | RssShmem MB | VmHWM MB |')
+    print('| phase     |  wall s | RssAnon MB | peak | RssFile MB | peak | RssShmem MB '
+          '| VmHWM MB |')
     print('|---|---:|---:|---:|---:|---:|---:|---:|')
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
