@@ -79,6 +79,8 @@ def get_config():
     e.image_block = 100              # score tiles (the reference's 100 x 100 shards)
     e.caption_block = 100
     e.ensemble_workdirs = ''         # 'w1,w2': average their test score matrices with this run's
+    e.spill_mb = 256.0               # host arrays above this many MiB (embeddings, scores)
+    e.spill_dir = ''                 # spill to unlinked files here ('': temp dir); mb < 0: never
 
     c.profile = ml_collections.ConfigDict({'start_step': -1, 'num_steps': 5})
     c.num_epochs = 40

@@ -12,20 +12,27 @@ is copied to the device at a time, and the result of one tile is read back while
 is being computed (JAX dispatches asynchronously).
 
 Memory, with 4-byte scores and `b_i`, `b_c` the block sizes (capped at N_img, N_cap):
-  host:   4 * N_img * N_cap (the result: 20 MB for Flickr30K's 1,000 x 5,000, 500 MB for
-          COCO 5K's 5,000 x 25,000) + one padded block of each input + two result tiles;
-          memory-mapped inputs are paged in as blocks are read.
+  host:   the result, 4 * N_img * N_cap bytes (20 MB for Flickr30K's 1,000 x 5,000,
+          500 MB for COCO 5K's 5,000 x 25,000), is a `spill.host_array`: in memory up
+          to `eval.spill_mb` (256 MiB), else a memory map of an unlinked file in
+          `eval.spill_dir` (file-backed pages, which the kernel writes back and drops
+          under memory pressure); besides it, one padded block of each input + two
+          result tiles. Memory-mapped inputs are
+          paged in as blocks are read; `map_blocks` writes its rows the same way, so an
+          encoded gallery does not stay in host memory either.
   device: one image block + one caption block (their bytes per item times b_i or b_c)
           + the scoring function's working set for a (b_i, b_c) tile (for HSLM about
           b_i * b_c * L * d * 4 bytes per live attended tensor) + 2 * 4 * b_i * b_c.
 Halving `caption_block` halves the device working set; the result does not depend on
-the block sizes.
+the block sizes or on where it is stored.
 
 `sharded_score_matrix` fills the same matrix with every device of every process: each
 process takes a contiguous share of the image blocks, scores them one block per local
 device at a time (the same tile shape and contents as on one device, so the same
 numbers), and the rows are gathered once (`sharding.gather_rows`); host memory for the
-result is then the process's share plus, after the gather, the whole matrix.
+result is then the process's share (spilled like the one-process matrix) plus, after
+the gather, the whole matrix in memory: the host bound above holds per process only
+with one process.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from dcinet_jax.evaluators.spill import Spill, host_array
 
 __all__ = ['map_blocks', 'score_matrix', 'sharded_score_matrix']
 
@@ -72,14 +81,21 @@ def _block(tree: Any, start: int, size: int, *, on_host: bool = False) -> Any:
     return jax.tree.map(take, tree)
 
 
-def map_blocks(fn: Callable[[Any], Any], tree: Any, block: int) -> np.ndarray:
+def map_blocks(fn: Callable[[Any], Any], tree: Any, block: int, *,
+               spill: Spill | None = None, what: str = 'encoded items') -> np.ndarray:
     """fn over the items of `tree` (arrays sharing a leading item axis) in blocks of one
     fixed size, the last block padded like a score tile and cropped: the rows of
-    fn(block) must depend only on their own items (eval-mode encoders)."""
+    fn(block) must depend only on their own items (eval-mode encoders). The rows are
+    written into one `spill.host_array` (on disk when large; `what` names it)."""
     n = _leading_size(tree, 'the input')
     b = min(block, n)
-    return np.concatenate([np.asarray(fn(_block(tree, start, b)))[:min(b, n - start)]
-                           for start in range(0, n, b)])
+    out = None
+    for start in range(0, n, b):
+        rows = np.asarray(fn(_block(tree, start, b)))[:min(b, n - start)]
+        if out is None:
+            out = host_array((n,) + rows.shape[1:], rows.dtype, what=what, spill=spill)
+        out[start:start + rows.shape[0]] = rows
+    return out
 
 
 def _check_blocks(image_block: int, caption_block: int) -> None:
@@ -90,15 +106,16 @@ def _check_blocks(image_block: int, caption_block: int) -> None:
 
 def _fill(call: Callable[[Any, Any], Any], images: Any, captions: Any, *, b_img: int,
           b_cap: int, row_blocks: Sequence[int], group: int, progress: bool,
-          on_host: bool = False) -> np.ndarray:
+          on_host: bool = False, spill: Spill | None = None) -> np.ndarray:
     """Scores of the image blocks `row_blocks` (block numbers) against every caption,
     rows stacked in that order: `group` image blocks at a time (the last group filled
     up with copies of its last block) go to call(images, caption_block), which returns
     their (group * b_img, b_cap) tiles stacked; blocks are passed as numpy arrays with
-    `on_host` (call places them), else on the default device."""
+    `on_host` (call places them), else on the default device. The rows go into one
+    `spill.host_array` (on disk when large)."""
     n_img, n_cap = _leading_size(images, 'images'), _leading_size(captions, 'captions')
     rows = [min(b_img, n_img - i * b_img) for i in row_blocks]
-    out = np.empty((sum(rows), n_cap), np.float32)
+    out = host_array((sum(rows), n_cap), np.float32, what='score matrix', spill=spill)
     offsets = np.concatenate([[0], np.cumsum(rows)]).astype(int)
     position = {block: at for at, block in enumerate(row_blocks)}
     groups = [list(row_blocks[g:g + group]) for g in range(0, len(row_blocks), group)]
@@ -143,7 +160,7 @@ def _fill(call: Callable[[Any, Any], Any], images: Any, captions: Any, *, b_img:
 
 def score_matrix(score_block: Callable[[Any, Any], Any], images: Any, captions: Any, *,
                  image_block: int = 100, caption_block: int = 500,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, spill: Spill | None = None) -> np.ndarray:
     """The float32 (N_img, N_cap) matrix of score_block over all image/caption pairs,
     on one device of this process (`sharded_score_matrix` spreads it).
 
@@ -151,13 +168,16 @@ def score_matrix(score_block: Callable[[Any, Any], Any], images: Any, captions: 
     features (N_img, R, D); token ids (N_cap, L) with lengths (N_cap,)).
     score_block(image_tree, caption_tree) -> (b_i, b_c) scores for one tile; pass a
     jitted function (it is called with one shape only, so it compiles once).
+    spill: where the matrix goes when large (`spill.Spill`; default: above 256 MiB, the
+    system temp dir).
     """
     _check_blocks(image_block, caption_block)
     n_img = _leading_size(images, 'images')
     n_cap = _leading_size(captions, 'captions')
     b_img, b_cap = min(image_block, n_img), min(caption_block, n_cap)
     return _fill(score_block, images, captions, b_img=b_img, b_cap=b_cap,
-                 row_blocks=range(-(-n_img // b_img)), group=1, progress=progress)
+                 row_blocks=range(-(-n_img // b_img)), group=1, progress=progress,
+                 spill=spill)
 
 
 @functools.lru_cache(maxsize=8)
@@ -172,7 +192,8 @@ def _tiles_fn(score_fn: Callable, mesh) -> Callable:
 
 def sharded_score_matrix(score_fn: Callable[[Any, Any, Any], Any], params: Any,
                          images: Any, captions: Any, *, image_block: int = 100,
-                         caption_block: int = 500, progress: bool = False) -> np.ndarray:
+                         caption_block: int = 500, progress: bool = False,
+                         spill: Spill | None = None) -> np.ndarray:
     """`score_matrix` of score_fn(params, image_tile, caption_tile) over every local
     device and every process, equal to the one-device matrix.
 
@@ -181,7 +202,7 @@ def sharded_score_matrix(score_fn: Callable[[Any, Any, Any], Any], params: Any,
     (image_block, caption_block) tile per device (`jax.shard_map`, params and the caption
     block replicated), so each device runs exactly the one-device program on exactly the
     one-device tile; the processes' rows are gathered once. score_fn must be pure and
-    traceable (it is jitted here, once)."""
+    traceable (it is jitted here, once); `spill` as in `score_matrix`."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from dcinet_jax.evaluators import sharding
@@ -202,5 +223,5 @@ def sharded_score_matrix(score_fn: Callable[[Any, Any, Any], Any], params: Any,
 
     mine = list(sharding.process_share(num_blocks))
     part = _fill(call, images, captions, b_img=b_img, b_cap=b_cap, row_blocks=mine,
-                 group=mesh.devices.size, progress=progress, on_host=True)
+                 group=mesh.devices.size, progress=progress, on_host=True, spill=spill)
     return sharding.gather_rows(part) if sharding.shares_work(num_blocks) else part

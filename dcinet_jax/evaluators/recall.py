@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dcinet_jax.evaluators import sanity
+from dcinet_jax.evaluators.spill import Spill, host_array
 from dcinet_jax.evaluators.blockwise import score_matrix
 
 __all__ = ['METRIC_KEYS', 'PAPER', 'PAPER_ABLATION', 'PROTOCOLS', 'chance_recall',
@@ -204,20 +205,32 @@ def _is_matrix(x) -> bool:
     return getattr(x, 'ndim', None) == 2
 
 
-def ensemble(score_matrices) -> np.ndarray:
-    """The float32 mean of several (N_img, N_cap) score matrices (one array passes through)."""
+def ensemble(score_matrices, *, spill: Spill | None = None) -> np.ndarray:
+    """The float32 mean of several (N_img, N_cap) score matrices (one array passes
+    through): float64 accumulation, image rows `_BLOCK_ELEMENTS` entries at a time, into
+    a `spill.host_array` (on disk when large), so memory-mapped members are never whole
+    in memory. Each entry sees the same operations as a whole-matrix mean."""
     if _is_matrix(score_matrices):
         return np.asarray(score_matrices)
     matrices = list(score_matrices)
     if not matrices:
         raise ValueError('ensemble: no score matrices')
-    total = np.array(matrices[0], dtype=np.float64)
+    shape = tuple(np.shape(matrices[0]))
     for i, m in enumerate(matrices[1:], 1):
-        if np.shape(m) != total.shape:
+        if tuple(np.shape(m)) != shape:
             raise ValueError(f'ensemble: score matrix {i} has shape {np.shape(m)}, matrix 0 '
-                             f'has {total.shape}')
-        total += np.asarray(m, dtype=np.float64)
-    return (total / len(matrices)).astype(np.float32)
+                             f'has {shape}')
+    if len(shape) != 2:
+        raise ValueError(f'ensemble: score matrices must be 2-D, got shape {shape}')
+    out = host_array(shape, np.float32, what=f'mean of {len(matrices)} score matrices',
+                     spill=spill)
+    step = max(1, _BLOCK_ELEMENTS // max(shape[1], 1))
+    for lo in range(0, shape[0], step):
+        total = np.array(matrices[0][lo:lo + step], dtype=np.float64)
+        for m in matrices[1:]:
+            total += np.asarray(m[lo:lo + step], dtype=np.float64)
+        out[lo:lo + step] = (total / len(matrices)).astype(np.float32)
+    return out
 
 
 def chance_recall(num_images: int, *, k: int, captions_per_image: int = 5) -> dict[str, float]:
@@ -228,14 +241,15 @@ def chance_recall(num_images: int, *, k: int, captions_per_image: int = 5) -> di
     return {'i2t': 100.0 * (1.0 - miss), 't2i': 100.0 * k_t2i / num_images}
 
 
-def _split_scores(outputs: Mapping, split: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _split_scores(outputs: Mapping, split: str,
+                  spill: Spill | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     part = outputs[split]
     if 'scores' not in part or 'caption_image' not in part:
         raise ValueError(f"recall: outputs[{split!r}] needs 'scores' and 'caption_image', "
                          f'got {sorted(part)}')
     raw = part['scores']
     size = 1 if _is_matrix(raw) else len(raw)
-    scores, ci = _checked(ensemble(raw), part['caption_image'])
+    scores, ci = _checked(ensemble(raw, spill=spill), part['caption_image'])
     # Rows are images, columns captions: identical rows (or columns) are a collapsed
     # image (or text) side, which the tie rule would still turn into recalls.
     sanity.check_not_collapsed(scores, f'{split} scores, image rows', normalise=False)
@@ -262,6 +276,7 @@ def evaluate(outputs: Mapping, *, config: Any) -> dict:
     """
     e = config.eval
     protocols = _protocols(e)
+    spill = Spill.from_config(config)   # where an ensemble's mean goes when large
     dataset = str(e.get('dataset', 'f30k')).lower()
     num_folds, fold_images = int(e.get('num_folds', 5)), int(e.get('fold_images', 1000))
     if 'test' not in outputs and 'dev' not in outputs:
@@ -270,7 +285,7 @@ def evaluate(outputs: Mapping, *, config: Any) -> dict:
     record: dict[str, Any] = {**dict(outputs.get('info', {})), 'dataset': dataset,
                               'protocols': protocols, 'ties': _TIE_RULE}
     if 'test' in outputs:
-        scores, ci, size = _split_scores(outputs, 'test')
+        scores, ci, size = _split_scores(outputs, 'test', spill)
         for i, name in enumerate(protocols):
             prefix = '' if i == 0 else f'{name}_'
             if name == 'coco_5fold':
@@ -287,7 +302,7 @@ def evaluate(outputs: Mapping, *, config: Any) -> dict:
         if n_cap % n_img == 0:
             record['chance_r1'] = chance_recall(n_img, k=1, captions_per_image=n_cap // n_img)
     if 'dev' in outputs:
-        scores, ci, size = _split_scores(outputs, 'dev')
+        scores, ci, size = _split_scores(outputs, 'dev', spill)
         results.update({f'dev_{k}': v for k, v in recall_metrics(scores, ci).items()})
         record.update(dev_images=scores.shape[0], dev_captions=scores.shape[1])
     results['selection'] = results['dev_rsum'] if 'dev' in outputs else results['rsum']

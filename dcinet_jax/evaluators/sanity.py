@@ -20,7 +20,9 @@ COLLAPSE_TOLERANCE = 1e-6
 # Evenly spaced rows whose component-wise median is taken as the common vector: when 99%
 # of the rows share one vector, the median of any such sample is that vector.
 _SAMPLE_ROWS = 65
-_BLOCK_ROWS = 1024
+# Rows compared at a time: about this many entries (16 MB of float64), so a wide matrix
+# (the transposed scores of a large gallery) is read in bounded blocks too.
+_BLOCK_ENTRIES = 1 << 21
 
 CHECKPOINT_CAUSE = ('the checkpoint has collapsed or diverged (it is not the data): '
                     'evaluate an earlier step with --step N, or retrain from one with '
@@ -58,20 +60,43 @@ def identical_rows(x, *, normalise: bool = True) -> int:
     n = x.shape[0]
     if n == 0:
         return 0
-    sample = np.asarray(x[np.unique(np.linspace(0, n - 1, _SAMPLE_ROWS).astype(int))],
-                        np.float64)
-    if normalise:
-        sample = _unit_rows(sample)
-    common = np.median(sample, axis=0)
+    common = _common_row(x, np.unique(np.linspace(0, n - 1, _SAMPLE_ROWS).astype(int)),
+                         normalise)
     tol = COLLAPSE_TOLERANCE * max(float(np.max(np.abs(common), initial=0.0)), 1e-12)
     same = 0
-    for lo in range(0, n, _BLOCK_ROWS):
-        block = np.asarray(x[lo:lo + _BLOCK_ROWS], np.float64)
+    step = max(1, _BLOCK_ENTRIES // max(1, int(np.prod(x.shape[1:]))))
+    for lo in range(0, n, step):
+        block = np.asarray(x[lo:lo + step], np.float64)
         if normalise:
             block = _unit_rows(block)
         same += int(np.count_nonzero(np.max(np.abs(block - common), axis=1,
                                             initial=0.0) <= tol))
     return same
+
+
+def _common_row(x, rows: np.ndarray, normalise: bool) -> np.ndarray:
+    """The component-wise median of x[rows] (unit rows with `normalise`), read a few
+    columns at a time when the rows are wide (a large gallery's scores), so the sample
+    takes about _BLOCK_ENTRIES floats; one block (the same numbers as the whole sample)
+    whenever the rows are at most _BLOCK_ENTRIES / len(rows) wide, as features are."""
+    if x.ndim != 2:
+        sample = np.asarray(x[rows], np.float64)
+        return np.median(_unit_rows(sample) if normalise else sample, axis=0)
+    width = int(x.shape[1])
+    cols = max(1, _BLOCK_ENTRIES // len(rows))
+    if cols >= width:
+        sample = np.asarray(x[rows], np.float64)
+        return np.median(_unit_rows(sample) if normalise else sample, axis=0)
+    norm = 1.0
+    if normalise:
+        square = sum(np.sum(np.square(np.asarray(x[rows, lo:lo + cols], np.float64)), axis=1)
+                     for lo in range(0, width, cols))
+        norm = np.maximum(np.sqrt(square), 1e-12)[:, None]
+    common = np.empty(width, np.float64)
+    for lo in range(0, width, cols):
+        common[lo:lo + cols] = np.median(np.asarray(x[rows, lo:lo + cols], np.float64) / norm,
+                                         axis=0)
+    return common
 
 
 def check_not_collapsed(x, what: str, *, normalise: bool = True,

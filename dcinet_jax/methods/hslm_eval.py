@@ -65,34 +65,45 @@ def _score_tile(model, variables, regions, captions):
     return scores.astype(jnp.float32)
 
 
-def encode_split(model, variables, arrays, *, batch_size: int, source: str = 'region features'):
+def encode_split(model, variables, arrays, *, batch_size: int, source: str = 'region features',
+                 spill=None):
     """Eval-mode region embeddings (N_img, R, d) and word embeddings (N_cap, L, d) of an
-    `EvalArrays` (distinct images read block by block from the memmap, checked finite)."""
+    `EvalArrays` (distinct images read block by block from the memmap, checked finite),
+    each written block by block into a `spill.host_array` (on disk when large)."""
     from dcinet_jax.evaluators import blockwise
+    from dcinet_jax.evaluators.spill import host_array
     enc_img, enc_cap = _jitted(model, 'images'), _jitted(model, 'captions')
     b = min(batch_size, arrays.num_images)
-    regions = np.concatenate([
-        np.asarray(enc_img(variables, _finite_block(block, n, i * b, arrays, source)))[:n]
-        for i, (block, n) in enumerate(arrays.image_blocks(b))])
+    regions = None
+    for i, (block, n) in enumerate(arrays.image_blocks(b)):
+        rows = np.asarray(enc_img(variables, _finite_block(block, n, i * b, arrays, source)))[:n]
+        if regions is None:
+            regions = host_array((arrays.num_images,) + rows.shape[1:], rows.dtype,
+                                 what='region embeddings', spill=spill)
+        regions[i * b:i * b + n] = rows
     words = blockwise.map_blocks(lambda tl: enc_cap(variables, *tl),
-                                 (arrays.tokens, arrays.lengths), batch_size)
+                                 (arrays.tokens, arrays.lengths), batch_size, spill=spill,
+                                 what='word embeddings')
     return regions, words
 
 
 def split_scores(model, variables, config, name: str, *, num_images: int = 0) -> dict:
     """{'scores': (N_img, N_cap), 'caption_image': (N_cap,)} of precomp split `name`,
     scored block by block by the learned head (eval mode), the tiles spread over every
-    local device and every process (`blockwise.sharded_score_matrix`)."""
+    local device and every process (`blockwise.sharded_score_matrix`). Embeddings and
+    scores above `eval.spill_mb` MiB live in `eval.spill_dir` (`evaluators/spill.py`)."""
     from dcinet_jax.evaluators import blockwise
+    from dcinet_jax.evaluators.spill import Spill
     e = config.eval
+    spill = Spill.from_config(config)
     arrays = eval_arrays(config, name, num_images=num_images)
     from input_pipeline.precomp import reader as precomp
     source = str(Path(str(config.data_dir)) / precomp.file_names(name)['images'])
     regions, words = encode_split(model, variables, arrays, batch_size=int(e.batch_size),
-                                  source=source)
+                                  source=source, spill=spill)
     scores = blockwise.sharded_score_matrix(
         tile_scorer(model), variables, regions, (words, arrays.lengths),
-        image_block=int(e.image_block), caption_block=int(e.caption_block))
+        image_block=int(e.image_block), caption_block=int(e.caption_block), spill=spill)
     return {'scores': scores, 'caption_image': arrays.caption_image}
 
 
