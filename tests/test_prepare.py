@@ -202,3 +202,53 @@ def test_process_pool_gives_the_same_bytes(demo_raw_dir, test_config, tmp_path):
         outs[pool] = [(e['image'], e['text'].tobytes()) for s in ('image_train', 'text_train')
                       for e in _examples(b, s)]
     assert outs['thread'] == outs['process'] and len(outs['thread']) == 4
+
+
+def test_ordered_keys_keep_list_order_and_spread_over_tfds_buckets():
+    """TFDS's shuffler sends key k to bucket floor(k * 1000 / 2**128) and reads a bucket
+    whole into memory: bare list positions would all land in bucket 0 (a whole split in
+    memory, found on the full-size video). Checked with TFDS's own bucket function."""
+    from tensorflow_datasets.core import shuffle
+
+    from input_pipeline.fgxmedia import builder
+    per = builder.ITEMS_PER_BUCKET
+    positions = list(range(0, 3 * per + 5)) + [999 * per - 1, 999 * per, 999 * per + 1,
+                                               5_000_000]
+    keys = [builder.ordered_key(i) for i in positions]
+    assert all(a < b for a, b in zip(keys, keys[1:]))          # the list order is kept
+    assert max(keys) < 2 ** shuffle.HKEY_SIZE                   # TFDS stores 16 bytes
+    buckets = [shuffle.get_bucket_number(k, shuffle.BUCKETS_NUMBER) for k in keys]
+    assert buckets == [min(i // per, shuffle.BUCKETS_NUMBER - 1) for i in positions]
+    assert shuffle.get_bucket_number(3 * per, shuffle.BUCKETS_NUMBER) == 0  # a bare position
+
+
+def test_a_split_past_the_memory_buffer_is_stored_in_list_order(demo_raw_dir, test_config,
+                                                                tmp_path, monkeypatch):
+    """With TFDS's in-memory buffer shrunk to nothing and 2 items per bucket, every split
+    goes through the on-disk buckets: no bucket holds more than 2 items, and the stored
+    examples are still the list's, in its order."""
+    from tensorflow_datasets.core import shuffle
+
+    from input_pipeline.fgxmedia import builder, prepare
+    monkeypatch.setattr(shuffle, 'MAX_MEM_BUFFER_SIZE', 0)
+    monkeypatch.setattr(builder, 'ITEMS_PER_BUCKET', 2)
+    read_sizes = []
+    original = shuffle._Bucket.read_values
+
+    def counted(bucket):
+        values = list(original(bucket))
+        read_sizes.append(len(values))
+        return iter(values)
+
+    monkeypatch.setattr(shuffle._Bucket, 'read_values', counted)
+    raw = _small_raw(Path(demo_raw_dir), tmp_path / 'raw', n=5)
+    shutil.rmtree(raw / 'list' / 'audio')
+    prepare.prepare(raw, tmp_path / 'out', test_config.data, progress=False)
+    assert read_sizes and max(read_sizes) <= 2, read_sizes
+    b = _builder(tmp_path / 'out', test_config.data)
+    for split in ('image_train', 'text_train'):
+        modality, part = split.split('_')
+        entries = lists.read_list(raw, modality, part)
+        stored = _examples(b, split)
+        assert [int(e['index']) for e in stored] == [e.index for e in entries]
+        assert [e['id'].decode() for e in stored] == [f'{modality}/{e.path}' for e in entries]

@@ -19,7 +19,10 @@ Every example has the same features (TFDS needs one schema for all splits):
   ''), `video` (int64 video number in order of first appearance in the list, -1 for
   non-frames: lets the evaluator average frame logits without strings).
 Examples are stored in list order (shuffling disabled): evaluation reads them in that
-order, training shuffles by itself.
+order, training shuffles by itself. The example keys given to TFDS are `ordered_key`s,
+not the bare list positions, so that a split bigger than TFDS's 1 GB in-memory buffer
+is written through many small temporary buckets instead of one that holds the whole
+split in memory (found preparing video at full size).
 
 The decoding itself lives in encode.encode_entry; this file only wires it into TFDS.
 The builder runs it over `num_workers` workers (a thread or spawned-process pool, see
@@ -82,6 +85,26 @@ def _new_config(spec: StoreSpec) -> FgXMediaConfig:
 
 
 _PAPER_CONFIG = _new_config(StoreSpec())   # configs/dcinet_fgxmedia.py
+
+# TFDS's writer (tensorflow_datasets.core.shuffle) keeps a split in memory up to 1 GB,
+# then moves it to BUCKETS temporary files by key, key k going to bucket
+# floor(k * BUCKETS / 2**KEY_BITS), and at the end reads each bucket whole into memory
+# to sort it. With shuffling disabled the key is ours, unhashed: bare list positions
+# (all far below 2**128) would all land in bucket 0, so a 14 GB video split would be read
+# back into memory at once. `ordered_key` gives ITEMS_PER_BUCKET consecutive positions
+# to each bucket instead, in order, so memory at the end is one bucket's worth.
+_TFDS_BUCKETS, _TFDS_KEY_BITS = 1000, 128
+ITEMS_PER_BUCKET = 1024
+_BUCKET_STRIDE = (1 << _TFDS_KEY_BITS) // _TFDS_BUCKETS + 1
+
+
+def ordered_key(index: int) -> int:
+    """The TFDS example key of list position `index` (>= 0): strictly increasing in
+    `index` (the stored order is the list order), below 2**128 (TFDS stores 16 bytes),
+    and ITEMS_PER_BUCKET consecutive positions per TFDS bucket (the last bucket takes
+    whatever is past 1,024,000 items)."""
+    bucket = min(index // ITEMS_PER_BUCKET, _TFDS_BUCKETS - 1)
+    return bucket * _BUCKET_STRIDE + (index - bucket * ITEMS_PER_BUCKET)
 
 
 def open_builder(data_dir: str | os.PathLike, spec: StoreSpec, **build_options: Any) -> 'FgXMedia':
@@ -251,7 +274,7 @@ class FgXMedia(tfds.core.GeneratorBasedBuilder):
                 self.max_labels[split_name] = max(self.max_labels.get(split_name, -1), e.label)
                 vid = lists.video_id(e) if e.modality == 'video' else ''
                 rel = e.path.replace('\\', '/')
-                yield e.index, {
+                yield ordered_key(e.index), {
                     'image': value.get('image', b''),
                     'text': value.get('text', blank_text),
                     'label': e.label,
