@@ -8,6 +8,8 @@ one file at a time with PIL (open, RGB, resize 512, centre crop 448) in one proc
 Target: 150 examples/s per core at 448.
 
     python benchmarks/input_pipeline.py [--steps 300] [--work_dir DIR] [--store_source_jpegs 0|1]
+    python benchmarks/input_pipeline.py --data_dir PREPARED [--modalities image,audio,text]
+        [--num_classes 200] [--store_source_jpegs 0|1]
 
 `--store_source_jpegs` (default: the paper config's, off) picks the prepared variant:
 on, the demo's small RGB JPEG photos are stored as they are and upscaled to 512 per
@@ -38,13 +40,13 @@ def cores() -> int:
 
 
 def make_config(data_dir: Path, batch: int, modalities: tuple[str, ...],
-                source_jpegs: bool | None = None):
+                source_jpegs: bool | None = None, num_classes: int = 10):
     from configs import dcinet_fgxmedia
     c = dcinet_fgxmedia.get_config()   # 448 crop, 512 resize, 448-char texts
     if source_jpegs is not None:
         c.data.store_source_jpegs = source_jpegs
     c.data_dir = str(data_dir)
-    c.data.num_classes = 10
+    c.data.num_classes = num_classes
     c.data.batch_per_modality = batch
     c.data.modalities = modalities
     return c
@@ -79,6 +81,20 @@ def time_pil_peer(raw_dir: Path, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def time_prepared(data: Path, args, keep: bool | None) -> None:
+    """Examples/s of the training input over an existing prepared data dir: the
+    modalities together, then each alone (no PIL peer: no raw files here)."""
+    modalities = tuple(m for m in args.modalities.split(',') if m)
+    n_cores = cores()
+    groups = [modalities] + ([(m,) for m in modalities] if len(modalities) > 1 else [])
+    for group in groups:
+        cfg = make_config(data, args.batch, group, keep, args.num_classes)
+        rate = time_pipeline(cfg, args.steps, args.warmup)
+        print(f'train pipeline, {"+".join(group):<16} {rate:8.1f} examples/s  '
+              f'{rate / n_cores:7.1f} /s/core  (cores {n_cores}, crop {cfg.data.image_size} '
+              f'from {cfg.data.resize_size}, store_source_jpegs={cfg.data.store_source_jpegs})')
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--work_dir', default=os.path.join(tempfile.gettempdir(), 'dcinet_bench_input'))
@@ -88,11 +104,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument('--steps', type=int, default=300)
     p.add_argument('--warmup', type=int, default=20)
     p.add_argument('--peer_images', type=int, default=100)
+    p.add_argument('--data_dir', default='',
+                   help='time this already prepared data dir (e.g. `dcinet demo-data --scale` '
+                        'output prepared with the paper config) instead of generating one')
+    p.add_argument('--modalities', default='image,audio,text',
+                   help='with --data_dir: the modalities timed together, then each alone')
     p.add_argument('--store_source_jpegs', type=int, choices=(0, 1), default=None,
                    help='prepared variant: 1 keeps small source JPEGs (default: the paper config)')
     args = p.parse_args(argv)
     keep = None if args.store_source_jpegs is None else bool(args.store_source_jpegs)
 
+    if args.data_dir:
+        time_prepared(Path(args.data_dir), args, keep)
+        return
     from input_pipeline.demo import fgxmedia as demo
     from input_pipeline.fgxmedia import prepare
     work = Path(args.work_dir)
