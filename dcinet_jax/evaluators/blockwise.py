@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcinet_jax.evaluators.spill import Spill, host_array
+from dcinet_jax.evaluators.spill import Spill, host_array, stack_rows
 
 __all__ = ['map_blocks', 'score_matrix', 'sharded_score_matrix']
 
@@ -89,13 +89,8 @@ def map_blocks(fn: Callable[[Any], Any], tree: Any, block: int, *,
     written into one `spill.host_array` (on disk when large; `what` names it)."""
     n = _leading_size(tree, 'the input')
     b = min(block, n)
-    out = None
-    for start in range(0, n, b):
-        rows = np.asarray(fn(_block(tree, start, b)))[:min(b, n - start)]
-        if out is None:
-            out = host_array((n,) + rows.shape[1:], rows.dtype, what=what, spill=spill)
-        out[start:start + rows.shape[0]] = rows
-    return out
+    return stack_rows((np.asarray(fn(_block(tree, start, b)))[:min(b, n - start)]
+                       for start in range(0, n, b)), n, what=what, spill=spill)
 
 
 def _check_blocks(image_block: int, caption_block: int) -> None:

@@ -79,12 +79,9 @@ def _common_row(x, rows: np.ndarray, normalise: bool) -> np.ndarray:
     columns at a time when the rows are wide (a large gallery's scores), so the sample
     takes about _BLOCK_ENTRIES floats; one block (the same numbers as the whole sample)
     whenever the rows are at most _BLOCK_ENTRIES / len(rows) wide, as features are."""
-    if x.ndim != 2:
-        sample = np.asarray(x[rows], np.float64)
-        return np.median(_unit_rows(sample) if normalise else sample, axis=0)
-    width = int(x.shape[1])
+    width = int(x.shape[1]) if x.ndim == 2 else 0
     cols = max(1, _BLOCK_ENTRIES // len(rows))
-    if cols >= width:
+    if x.ndim != 2 or cols >= width:
         sample = np.asarray(x[rows], np.float64)
         return np.median(_unit_rows(sample) if normalise else sample, axis=0)
     norm = 1.0

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['SPILL_MB', 'Spill', 'host_array']
+__all__ = ['SPILL_MB', 'Spill', 'host_array', 'stack_rows']
 
 SPILL_MB = 256.0  # arrays above this many MiB go to disk (config.eval.spill_mb)
 _MIB = 1 << 20
@@ -109,3 +109,18 @@ def host_array(shape, dtype, *, what: str, spill: Spill | None = None) -> np.nda
     if not spill.spills(nbytes):
         return np.empty(shape, dtype)
     return _mapped(shape, dtype, what, nbytes, spill)
+
+
+def stack_rows(blocks, n: int, *, what: str, spill: Spill | None = None) -> np.ndarray:
+    """The row blocks of `blocks` (an iterable of arrays, in order, n rows in all)
+    written one after another into one `host_array` made for the first block's
+    trailing shape and dtype: `np.concatenate` without holding the list, so encoded
+    galleries spill like everything else."""
+    out, start = None, 0
+    for rows in blocks:
+        rows = np.asarray(rows)
+        if out is None:
+            out = host_array((n,) + rows.shape[1:], rows.dtype, what=what, spill=spill)
+        out[start:start + rows.shape[0]] = rows
+        start += rows.shape[0]
+    return out

@@ -71,16 +71,13 @@ def encode_split(model, variables, arrays, *, batch_size: int, source: str = 're
     `EvalArrays` (distinct images read block by block from the memmap, checked finite),
     each written block by block into a `spill.host_array` (on disk when large)."""
     from dcinet_jax.evaluators import blockwise
-    from dcinet_jax.evaluators.spill import host_array
+    from dcinet_jax.evaluators.spill import stack_rows
     enc_img, enc_cap = _jitted(model, 'images'), _jitted(model, 'captions')
     b = min(batch_size, arrays.num_images)
-    regions = None
-    for i, (block, n) in enumerate(arrays.image_blocks(b)):
-        rows = np.asarray(enc_img(variables, _finite_block(block, n, i * b, arrays, source)))[:n]
-        if regions is None:
-            regions = host_array((arrays.num_images,) + rows.shape[1:], rows.dtype,
-                                 what='region embeddings', spill=spill)
-        regions[i * b:i * b + n] = rows
+    regions = stack_rows(
+        (np.asarray(enc_img(variables, _finite_block(block, n, i * b, arrays, source)))[:n]
+         for i, (block, n) in enumerate(arrays.image_blocks(b))),
+        arrays.num_images, what='region embeddings', spill=spill)
     words = blockwise.map_blocks(lambda tl: enc_cap(variables, *tl),
                                  (arrays.tokens, arrays.lengths), batch_size, spill=spill,
                                  what='word embeddings')
